@@ -1,0 +1,61 @@
+"""The quart-trio application: routes, error pages, and the middleware around it."""
+
+from __future__ import annotations
+
+import traceback
+
+from quart import Response
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
+
+from aero_relay.context import RelayContext
+from aero_relay.middleware import ASGIApp, HttpMiddleware
+from aero_relay.observability.logging import get_logger
+from aero_relay.transports import health, ice, session
+from aero_relay.transports.http_util import text_response
+
+__all__ = ["create_app"]
+
+_log = get_logger("aero_relay.http")
+
+# Request bodies are small JSON documents; F-054/F-058 cap offers at 2 MiB.
+MAX_BODY_BYTES = 2 << 20
+
+
+def create_quart_app(ctx: RelayContext) -> QuartTrio:
+    app = QuartTrio("aero_relay")
+    app.config["PROVIDE_AUTOMATIC_OPTIONS"] = False  # F-016: OPTIONS without preflight -> 405
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.config["JSON_SORT_KEYS"] = False
+
+    @app.errorhandler(NotFound)
+    async def not_found(_err: NotFound) -> Response:
+        return text_response("404 page not found\n", 404)  # F-012: Go's stdlib text
+
+    @app.errorhandler(MethodNotAllowed)
+    async def method_not_allowed(err: MethodNotAllowed) -> Response:
+        resp = text_response("Method Not Allowed\n", 405)
+        methods = sorted(set(err.valid_methods or ()))
+        if methods:
+            resp.headers["Allow"] = ", ".join(methods)
+        return resp
+
+    @app.errorhandler(Exception)
+    async def panic(err: Exception) -> Response:
+        if isinstance(err, HTTPException):
+            code = err.code or 500
+            return text_response(f"{err.description or err.name}\n", code)
+        # F-009: log and answer a plain 500; never a traceback to the client.
+        _log.error("panic in http handler", recover=repr(err), stack=traceback.format_exc())
+        return text_response("Internal Server Error\n", 500)
+
+    health.register(app, ctx)
+    ice.register(app, ctx)
+    session.register(app, ctx)
+    return app
+
+
+def create_app(ctx: RelayContext) -> ASGIApp:
+    """The ASGI callable hypercorn serves: middleware (F-008) around the Quart app."""
+    quart_app = create_quart_app(ctx)
+    return HttpMiddleware(quart_app, ctx.origin_policy)

@@ -1,0 +1,50 @@
+"""The process-wide state handlers share: config, metrics, registry, auth, origin, readiness."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+
+import attrs
+import trio
+
+from aero_relay.buildinfo import BuildInfo
+from aero_relay.config import Config
+from aero_relay.core.auth import Authenticator
+from aero_relay.core.origin import OriginPolicy
+from aero_relay.observability.metrics import Metrics
+from aero_relay.relay.manager import SessionRegistry
+
+__all__ = ["RelayContext"]
+
+
+@attrs.define(eq=False)
+class RelayContext:
+    config: Config
+    metrics: Metrics
+    registry: SessionRegistry
+    build: BuildInfo
+    authenticator: Authenticator = attrs.field(init=False)
+    origin_policy: OriginPolicy = attrs.field(init=False)
+    # Wall clock in Unix seconds (JWT exp/nbf, TURN REST expiry); injectable for tests.
+    unix_now: Callable[[], float] = time.time
+    rand: Callable[[int], bytes] = os.urandom
+    ready: bool = False
+    shutting_down: bool = False
+    # Cancel scopes of live sessions (WebSocket and WebRTC), so shutdown can cancel them all.
+    sessions: set[trio.CancelScope] = attrs.field(factory=set)
+
+    def __attrs_post_init__(self) -> None:
+        cfg = self.config
+        self.authenticator = Authenticator(
+            mode=cfg.auth_mode, api_key=cfg.api_key, jwt_secret=cfg.jwt_secret.encode("utf-8", "surrogateescape")
+        )
+        self.origin_policy = OriginPolicy(cfg.allowed_origins)
+
+    def unix_seconds(self) -> int:
+        return int(self.unix_now())
+
+    def cancel_all_sessions(self) -> None:
+        for scope in list(self.sessions):
+            scope.cancel()

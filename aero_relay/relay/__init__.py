@@ -1,0 +1,1 @@
+"""Trio shell for relay sessions: registry, session nursery, datagram pipeline, bindings."""

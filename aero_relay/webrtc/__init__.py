@@ -1,0 +1,1 @@
+"""The only package that knows asyncio exists (aiortc under trio-asyncio)."""
