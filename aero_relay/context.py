@@ -38,7 +38,9 @@ class RelayContext:
     def __attrs_post_init__(self) -> None:
         cfg = self.config
         self.authenticator = Authenticator(
-            mode=cfg.auth_mode, api_key=cfg.api_key, jwt_secret=cfg.jwt_secret.encode("utf-8", "surrogateescape")
+            mode=cfg.auth_mode,
+            api_key=cfg.api_key,
+            jwt_secret=cfg.jwt_secret.encode("utf-8", "surrogateescape"),
         )
         self.origin_policy = OriginPolicy(cfg.allowed_origins)
 

@@ -7,6 +7,7 @@ unknown ones and WebSocket upgrades) and every request gets exactly one `http_re
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 import traceback
@@ -23,7 +24,8 @@ Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+# Loose on purpose: Quart and hypercorn each declare their own (incompatible) TypedDict ASGI types.
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 _log = get_logger("aero_relay.http")
 
@@ -93,7 +95,9 @@ class HttpMiddleware:
                 state["started"] = True
             await send(message)
 
-        async def respond(status: int, body: bytes, content_type: str | None, more: list[tuple[bytes, bytes]]) -> None:
+        async def respond(
+            status: int, body: bytes, content_type: str | None, more: list[tuple[bytes, bytes]]
+        ) -> None:
             hdrs = list(more)
             if content_type is not None:
                 hdrs.append((b"content-type", content_type.encode()))
@@ -134,10 +138,8 @@ class HttpMiddleware:
         except Exception as err:  # F-009: recover, never a traceback to the client
             _log.error("panic in http handler", recover=repr(err), stack=traceback.format_exc())
             if not state["started"]:
-                try:
+                with contextlib.suppress(Exception):  # the client may already be gone
                     await respond(500, b"Internal Server Error\n", TEXT_CONTENT_TYPE, [])
-                except Exception:  # the client may already be gone
-                    pass
         finally:
             if kind == "http" or state["started"]:
                 _log.info(

@@ -121,7 +121,7 @@ def parse_duration_ns(s: str) -> int:
         raise bad
     total = 0
     while s:
-        if not (s[0] == "." or s[0].isascii() and s[0].isdigit()):
+        if not (s[0] == "." or (s[0].isascii() and s[0].isdigit())):
             raise bad
         i = 0
         while i < len(s) and s[i].isascii() and s[i].isdigit():
@@ -129,9 +129,7 @@ def parse_duration_ns(s: str) -> int:
         int_digits = s[:i]
         s = s[i:]
         frac_digits = ""
-        had_dot = False
         if s.startswith("."):
-            had_dot = True
             s = s[1:]
             j = 0
             while j < len(s) and s[j].isascii() and s[j].isdigit():
@@ -140,7 +138,6 @@ def parse_duration_ns(s: str) -> int:
             s = s[j:]
         if not int_digits and not frac_digits:
             raise bad  # no digits at all, e.g. ".s"
-        del had_dot
         j = 0
         while j < len(s) and s[j] != "." and not (s[j].isascii() and s[j].isdigit()):
             j += 1

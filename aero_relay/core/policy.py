@@ -64,7 +64,11 @@ __all__ = [
     "CIDR_DENIED",
     "CIDR_NOT_ALLOWED",
     "DEFAULT_DENY",
+    "EXTRA_SPECIAL_V4",
+    "EXTRA_SPECIAL_V6",
     "INVALID_IP",
+    "ORIGINAL_SPECIAL_V4",
+    "ORIGINAL_SPECIAL_V6",
     "PORT_DENIED",
     "PORT_INVALID",
     "PORT_NOT_ALLOWED",
@@ -98,7 +102,10 @@ _SIX_TO_FOUR_TOP16: Final = 0x2002
 _TEREDO_TOP32: Final = 0x2001_0000
 
 # Go's unicode.IsSpace set, so that trimming matches strings.TrimSpace exactly.
-_GO_SPACE: Final = "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000"  # noqa: E501
+_GO_SPACE: Final = (
+    "\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    + ("\u2028\u2029\u202f\u205f\u3000")
+)
 
 _PRESET_VARS: Final = ("DESTINATION_POLICY_PRESET", "UDP_DESTINATION_POLICY_PRESET", "POLICY_PRESET")
 

@@ -46,6 +46,13 @@ def test_bucket_arithmetic_is_exact_fixed_point() -> None:
     assert bucket.allow(1, 0.333333334)
 
 
+def test_refill_within_one_nanosecond_of_full_fills_the_bucket() -> None:
+    """As the original: 333,333,333 ns at 3/s is 999,999,999 nano-tokens, and that rounds up to full."""
+    bucket = TokenBucket(3)
+    assert bucket.allow(1, 0.0)
+    assert bucket.allow(3, 0.333333333)
+
+
 def test_bucket_never_holds_more_than_its_capacity() -> None:
     bucket = TokenBucket(4)
     assert bucket.allow(1, T0)

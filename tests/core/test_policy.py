@@ -157,6 +157,13 @@ def test_unknown_preset_in_an_alias_still_names_the_primary_variable() -> None:
         parse_destination_policy({"POLICY_PRESET": "X\tY"})
 
 
+def test_trimming_uses_go_white_space() -> None:
+    """strings.TrimSpace trims U+3000 but not the ASCII separators U+001C..U+001F (Python's strip does)."""
+    assert parse_destination_policy({"DESTINATION_POLICY_PRESET": "\u3000dev\x85"}).preset == "dev"
+    with pytest.raises(PolicyError, match=r'PRESET "\\x1cdev"$'):
+        parse_destination_policy({"DESTINATION_POLICY_PRESET": "\x1cdev"})
+
+
 def test_policy_error_is_a_value_error() -> None:
     assert issubclass(PolicyError, ValueError)
 

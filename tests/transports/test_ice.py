@@ -146,9 +146,7 @@ async def test_jwt_valid_token_and_no_sid_lock(start_relay: StartRelay) -> None:
 
 async def test_auth_checked_before_ice_config_error(start_relay: StartRelay) -> None:
     """F-030/F-031: 401 first; with valid auth, an invalid ICE config gives 503 {"error"}."""
-    relay = await start_relay(
-        {"AUTH_MODE": "api_key", "API_KEY": "k", "AERO_ICE_SERVERS_JSON": "not json"}
-    )
+    relay = await start_relay({"AUTH_MODE": "api_key", "API_KEY": "k", "AERO_ICE_SERVERS_JSON": "not json"})
     async with relay.client() as c:
         unauth = await c.get("/webrtc/ice")
         broken = await c.get("/webrtc/ice", headers={"X-API-Key": "k"})

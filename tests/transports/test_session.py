@@ -69,7 +69,9 @@ async def test_max_sessions_503_and_metric(start_relay: StartRelay) -> None:
 
 async def test_sid_conflict_checked_before_capacity(start_relay: StartRelay) -> None:
     """F-045: session_already_active wins over too_many_sessions."""
-    relay = await start_relay({"AUTH_MODE": "jwt", "JWT_SECRET": "s", "MAX_SESSIONS": "1"}, unix_now=lambda: NOW)
+    relay = await start_relay(
+        {"AUTH_MODE": "jwt", "JWT_SECRET": "s", "MAX_SESSIONS": "1"}, unix_now=lambda: NOW
+    )
     t = mint_jwt("s", {"sid": "only", "iat": NOW, "exp": NOW + 60})
     async with relay.client() as c:
         assert (await c.post("/session", headers=bearer(t))).status_code == 201
