@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import traceback
+from typing import Any
 
 from quart import Response
 from quart_trio import QuartTrio
@@ -11,8 +12,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from aero_relay.context import RelayContext
 from aero_relay.middleware import ASGIApp, HttpMiddleware
 from aero_relay.observability.logging import get_logger
-from aero_relay.transports import health, ice, session
-from aero_relay.transports.http_util import text_response
+from aero_relay.transports import health, ice, session, ws_hooks
+from aero_relay.transports.http_util import json_response, text_response
+from aero_relay.transports.udp_ws import UdpWebSocketEndpoint
 
 __all__ = ["create_app"]
 
@@ -49,13 +51,37 @@ def create_quart_app(ctx: RelayContext) -> QuartTrio:
         _log.error("panic in http handler", recover=repr(err), stack=traceback.format_exc())
         return text_response("Internal Server Error\n", 500)
 
+    @app.get("/udp", provide_automatic_options=False)
+    async def udp_not_upgrade() -> Response:
+        # F-081: a plain GET on the WebSocket endpoint.
+        body = {"type": "error", "code": "bad_message", "message": "websocket upgrade required"}
+        return json_response(body, 400)
+
     health.register(app, ctx)
     ice.register(app, ctx)
     session.register(app, ctx)
     return app
 
 
+class _WebSocketRouter:
+    """Sends WebSocket requests for our raw endpoints past Quart; everything else goes to Quart."""
+
+    def __init__(self, app: ASGIApp, routes: dict[str, ASGIApp]) -> None:
+        self._app = app
+        self._routes = routes
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "websocket":
+            handler = self._routes.get(scope.get("path", ""))
+            if handler is not None:
+                await handler(scope, receive, send)
+                return
+        await self._app(scope, receive, send)
+
+
 def create_app(ctx: RelayContext) -> ASGIApp:
-    """The ASGI callable hypercorn serves: middleware (F-008) around the Quart app."""
+    """The ASGI callable hypercorn serves: middleware (F-008) around the WebSocket router and Quart."""
+    ws_hooks.install()
     quart_app = create_quart_app(ctx)
-    return HttpMiddleware(quart_app, ctx.origin_policy)
+    router = _WebSocketRouter(quart_app, {"/udp": UdpWebSocketEndpoint(ctx)})
+    return HttpMiddleware(router, ctx.origin_policy)

@@ -47,6 +47,21 @@ class RelayContext:
     def unix_seconds(self) -> int:
         return int(self.unix_now())
 
+    def open_session_scope(self) -> trio.CancelScope:
+        """A cancel scope for a new session, registered so shutdown can cancel it.
+
+        Registered before the session is announced to its client, and cancelled at once when
+        shutdown has already begun. The caller must `close_session_scope` it in a finally block.
+        """
+        scope = trio.CancelScope()
+        self.sessions.add(scope)
+        if self.shutting_down:
+            scope.cancel()
+        return scope
+
+    def close_session_scope(self, scope: trio.CancelScope) -> None:
+        self.sessions.discard(scope)
+
     def cancel_all_sessions(self) -> None:
         for scope in list(self.sessions):
             scope.cancel()

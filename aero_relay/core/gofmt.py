@@ -76,6 +76,8 @@ def atoi(s: str) -> int:
     body = s[1:] if s[:1] in ("+", "-") else s
     if not body or not body.isascii() or not body.isdigit():
         raise GoParseError(f"strconv.Atoi: parsing {quote(s)}: invalid syntax")
+    if len(body.lstrip("0")) > 19:  # also keeps int() clear of its 4300-digit limit
+        raise GoParseError(f"strconv.Atoi: parsing {quote(s)}: value out of range")
     value = int(s)
     if value > _INT64_MAX or value < _INT64_MIN:
         raise GoParseError(f"strconv.Atoi: parsing {quote(s)}: value out of range")

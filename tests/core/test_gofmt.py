@@ -113,7 +113,7 @@ def test_parse_bool_false(text: str) -> None:
 
 @pytest.mark.parametrize("text", ["yes", "tRUE", " true", ""])
 def test_parse_bool_invalid(text: str) -> None:
-    with pytest.raises(GoParseError, match="strconv.ParseBool"):
+    with pytest.raises(GoParseError, match=r"strconv\.ParseBool"):
         parse_bool(text)
 
 
@@ -132,3 +132,12 @@ def test_parse_bool_invalid(text: str) -> None:
 )
 def test_quote_like_go(text: str, quoted: str) -> None:
     assert quote(text) == quoted
+
+
+def test_atoi_huge():
+    import pytest
+
+    from aero_relay.core.gofmt import GoParseError, atoi
+
+    with pytest.raises(GoParseError, match="out of range"):
+        atoi("1" * 5000)
