@@ -14,6 +14,8 @@ import traceback
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+import trio
+
 from aero_relay.core.origin import OriginPolicy, decode_header_value
 from aero_relay.observability.logging import get_logger
 from aero_relay.transports.http_util import JSON_CONTENT_TYPE, TEXT_CONTENT_TYPE, go_json
@@ -93,6 +95,14 @@ class HttpMiddleware:
                 # Closing before accept makes the server answer 403 itself.
                 state["status"] = 403
                 state["started"] = True
+            elif mtype == "http.response.body" and not message.get("more_body", False):
+                # quart-trio cancels its request task as soon as hypercorn reports the disconnect
+                # that follows the last body chunk; unshielded, that cancellation can land inside
+                # hypercorn's keep-alive bookkeeping and leave the connection neither idle nor
+                # closed, holding up graceful shutdown for the whole timeout.
+                with trio.CancelScope(shield=True):
+                    await send(message)
+                return
             await send(message)
 
         async def respond(

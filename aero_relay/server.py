@@ -15,7 +15,8 @@ from collections.abc import Callable
 
 import trio
 from hypercorn.config import Config as HyperConfig
-from hypercorn.trio import serve as hypercorn_serve
+from hypercorn.trio.run import worker_serve
+from hypercorn.utils import wrap_app
 
 from aero_relay.app import create_app
 from aero_relay.buildinfo import BuildInfo, load_build_info
@@ -123,10 +124,24 @@ class RelayServer:
             await self.ctx.registry.release_all_reservations()
 
         hypercorn_done = trio.Event()
+        # Bind before serving so a listen failure is a plain OSError here (exit 1, F-002).
+        try:
+            sockets = hc.create_sockets()
+            for sock in sockets.insecure_sockets:
+                sock.listen(hc.backlog)
+        except OSError as err:
+            _log.error("failed to listen", err=str(err), addr=self.config.listen_addr)
+            raise ListenError(str(err)) from err
 
         async def run_hypercorn(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
-                await hypercorn_serve(app, hc, shutdown_trigger=shutdown_trigger, task_status=task_status)
+                await worker_serve(
+                    wrap_app(app, hc.wsgi_max_body_size, "asgi"),
+                    hc,
+                    sockets=sockets,
+                    shutdown_trigger=shutdown_trigger,
+                    task_status=task_status,
+                )
             finally:
                 hypercorn_done.set()
 
@@ -134,11 +149,7 @@ class RelayServer:
             if self._handle_signals:
                 nursery.start_soon(self._watch_signals)
             await nursery.start(self.ctx.registry.run)
-            try:
-                self.bound = await nursery.start(run_hypercorn)
-            except OSError as err:
-                _log.error("failed to listen", err=str(err), addr=self.config.listen_addr)
-                raise ListenError(str(err)) from err
+            self.bound = await nursery.start(run_hypercorn)
             self.ctx.ready = True
             _log.info("http server serving", addr=", ".join(self.bound))
             task_status.started(self.bound)

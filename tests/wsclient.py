@@ -6,6 +6,7 @@ exact close code and reason the server sent, which the close-code tests need.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -90,10 +91,8 @@ class WSClient:
                 continue
             elif isinstance(event, CloseConnection):
                 self.close_event = event
-                try:
+                with contextlib.suppress(Exception):  # the server may have gone already
                     await self._flush(event.response())
-                except (trio.BrokenResourceError, trio.ClosedResourceError, Exception):
-                    pass
                 raise Closed(event.code, event.reason or "")
 
     async def receive_json(self) -> Any:
@@ -123,10 +122,8 @@ class WSClient:
         await self._flush(Ping(payload=payload))
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
-        try:
+        with contextlib.suppress(Exception):
             await self._flush(CloseConnection(code=code, reason=reason))
-        except Exception:
-            pass
         await self.stream.aclose()
 
 

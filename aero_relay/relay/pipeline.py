@@ -315,7 +315,7 @@ class DatagramPipeline:
             quota.record_violation()  # F-145
             return
         if not self._queue.offer(frame):
-            pass
+            limiter.refund_to_client(n)  # fixes F-199
             inc(t.dropped)
             inc(t.dropped_backpressure)
 

@@ -126,8 +126,9 @@ class UdpWebSocketEndpoint:
         try:
             credential = credential_from_request(auth.mode, header, query)
         except Exception:
-            raise _Close(CLOSE_INTERNAL, "invalid auth configuration", "internal_error",
-                         "invalid auth configuration") from None
+            raise _Close(
+                CLOSE_INTERNAL, "invalid auth configuration", "internal_error", "invalid auth configuration"
+            ) from None
         if credential == "":
             credential = await self._auth_message(ws)
         try:
@@ -171,7 +172,9 @@ class UdpWebSocketEndpoint:
         except SessionRegistryError as err:
             if err.code == "registry_unavailable":
                 raise _Close(CLOSE_TRY_AGAIN, "session registry unavailable", err.code, err.message) from None
-            raise _Close(CLOSE_INTERNAL, "internal error", "internal_error", "failed to allocate session") from None
+            raise _Close(
+                CLOSE_INTERNAL, "internal error", "internal_error", "failed to allocate session"
+            ) from None
 
     async def _run_session(self, ws: WebSocketConn, scope: dict[str, Any], lease: SessionLease) -> None:
         ctx = self.ctx
@@ -192,7 +195,9 @@ class UdpWebSocketEndpoint:
         try:
             with session_scope:
                 await ws.send_json({"type": "ready", "sessionId": lease.session_id})  # F-092
-                ws.ctl.set_max_message_size(cfg.max_datagram_payload_bytes + MAX_FRAME_OVERHEAD_BYTES)  # F-093
+                ws.ctl.set_max_message_size(
+                    cfg.max_datagram_payload_bytes + MAX_FRAME_OVERHEAD_BYTES
+                )  # F-093
                 ws.ctl.touch()
                 _log.info("udp_ws_connected", session_id=lease.session_id, remote_addr=remote)
                 async with trio.open_nursery() as nursery:

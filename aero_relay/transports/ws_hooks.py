@@ -97,7 +97,9 @@ class _ScopeTaskGroup:
         self._inner = inner
         self._ctl = ctl
 
-    async def spawn_app(self, app: Any, config: Any, scope: Any, send: Any) -> Callable[[Any], Awaitable[None]]:
+    async def spawn_app(
+        self, app: Any, config: Any, scope: Any, send: Any
+    ) -> Callable[[Any], Awaitable[None]]:
         scope.setdefault("extensions", {})[EXTENSION] = self._ctl
         result: Callable[[Any], Awaitable[None]] = await self._inner.spawn_app(app, config, scope, send)
         return result
@@ -132,7 +134,11 @@ def install() -> None:
         cls = getattr(ws_stream, cls_name, None)
         if cls is None or any(not hasattr(cls, a) for a in attrs):
             raise HooksUnavailableError(f"hypercorn {version}: {cls_name} lacks {attrs}")
-    if list(inspect.signature(ws_stream.Handshake.__init__).parameters) != ["self", "headers", "http_version"]:
+    if list(inspect.signature(ws_stream.Handshake.__init__).parameters) != [
+        "self",
+        "headers",
+        "http_version",
+    ]:
         raise HooksUnavailableError(f"hypercorn {version}: Handshake.__init__ signature changed")
     if version != _SUPPORTED_HYPERCORN:
         raise HooksUnavailableError(
@@ -154,9 +160,9 @@ def install() -> None:
             self.buffer._aero_ctl = ctl
             self.task_group = _ScopeTaskGroup(self.task_group, ctl)
         elif isinstance(event, StreamClosed):
-            ctl = getattr(self, "_aero_ctl", None)
-            if ctl is not None:
-                ctl.closed = True
+            existing: WsControl | None = getattr(self, "_aero_ctl", None)
+            if existing is not None:
+                existing.closed = True
         await orig_handle(self, event)
 
     async def accept(self: Any, message: Any) -> None:

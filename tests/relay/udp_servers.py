@@ -97,9 +97,10 @@ class UdpServer:
         """Send an unsolicited datagram to ``dest`` (a binding's loopback address)."""
         await (self.other if other else self.sock).sendto(data, dest)
 
-    async def wait_received(self, n: int) -> None:
-        while len(self.received) < n:
-            await self.got.wait()
+    async def wait_received(self, n: int, timeout: float = 5.0) -> None:
+        with trio.fail_after(timeout):
+            while len(self.received) < n:
+                await self.got.wait()
 
 
 async def start_server(

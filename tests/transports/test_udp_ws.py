@@ -73,7 +73,12 @@ async def test_ready_in_mode_none_and_echo_v1(start_relay: StartRelay, nursery: 
     assert isinstance(reply, bytes)
     frame = decode(reply, max_payload=1200)
     assert (frame.version, frame.guest_port, frame.remote_ip, frame.remote_port, frame.payload) == (
-        1, 40000, LOOPBACK4, port, b"hello")
+        1,
+        40000,
+        LOOPBACK4,
+        port,
+        b"hello",
+    )
     m = relay.metrics
     assert m.value(Event.UDP_WS_CONNECTIONS) == 1
     assert m.value(Event.UDP_WS_DATAGRAMS_IN) == 1
@@ -303,9 +308,7 @@ async def test_pongs_keep_connection_alive(start_relay: StartRelay) -> None:
 
 async def test_hard_close_after_violations(start_relay: StartRelay, nursery: trio.Nursery) -> None:
     """F-146/F-097: repeated rate-limit refusals close the session with 1008 "session closed"."""
-    relay = await start_relay(
-        {**DEV, "MAX_UDP_PPS_PER_SESSION": "1", "HARD_CLOSE_AFTER_VIOLATIONS": "3"}
-    )
+    relay = await start_relay({**DEV, "MAX_UDP_PPS_PER_SESSION": "1", "HARD_CLOSE_AFTER_VIOLATIONS": "3"})
     port = await udp_echo(nursery)
     async with connect(relay.host_port, "/udp") as ws:
         await ready(ws)
