@@ -12,8 +12,9 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from aero_relay.context import RelayContext
 from aero_relay.middleware import ASGIApp, HttpMiddleware
 from aero_relay.observability.logging import get_logger
-from aero_relay.transports import health, ice, session, ws_hooks
+from aero_relay.transports import health, ice, offer, session, ws_hooks
 from aero_relay.transports.http_util import json_response, text_response
+from aero_relay.transports.signal_ws import SignalWebSocketEndpoint
 from aero_relay.transports.udp_ws import UdpWebSocketEndpoint
 
 __all__ = ["create_app"]
@@ -57,9 +58,15 @@ def create_quart_app(ctx: RelayContext) -> QuartTrio:
         body = {"type": "error", "code": "bad_message", "message": "websocket upgrade required"}
         return json_response(body, 400)
 
+    @app.get("/webrtc/signal", provide_automatic_options=False)
+    async def signal_not_upgrade() -> Response:
+        # F-063: a plain GET on the signaling WebSocket.
+        return json_response({"code": "bad_message", "message": "websocket upgrade required"}, 400)
+
     health.register(app, ctx)
     ice.register(app, ctx)
     session.register(app, ctx)
+    offer.register(app, ctx)
     return app
 
 
@@ -83,5 +90,7 @@ def create_app(ctx: RelayContext) -> ASGIApp:
     """The ASGI callable hypercorn serves: middleware (F-008) around the WebSocket router and Quart."""
     ws_hooks.install()
     quart_app = create_quart_app(ctx)
-    router = _WebSocketRouter(quart_app, {"/udp": UdpWebSocketEndpoint(ctx)})
+    router = _WebSocketRouter(
+        quart_app, {"/udp": UdpWebSocketEndpoint(ctx), "/webrtc/signal": SignalWebSocketEndpoint(ctx)}
+    )
     return HttpMiddleware(router, ctx.origin_policy)

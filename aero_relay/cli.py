@@ -45,10 +45,17 @@ def _load_or_exit(env: Mapping[str, str], argv: Sequence[str], prog: str) -> Con
 
 
 def _serve(cfg: Config) -> int:
-    from aero_relay.server import RelayServer
-
     configure_logging(cfg.log_format, cfg.log_level)
     log = get_logger("aero_relay")
+    try:
+        # Both verify, at import/install, the private internals their hooks rely on (F-002).
+        from aero_relay.server import RelayServer
+        from aero_relay.transports import ws_hooks
+
+        ws_hooks.install()
+    except RuntimeError as err:
+        log.error("failed to configure webrtc", err=str(err))
+        return 2
     server = RelayServer(cfg, handle_signals=True)
     try:
         trio.run(server.run)

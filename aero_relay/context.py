@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import attrs
 import trio
@@ -15,6 +16,9 @@ from aero_relay.core.auth import Authenticator
 from aero_relay.core.origin import OriginPolicy
 from aero_relay.observability.metrics import Metrics
 from aero_relay.relay.manager import SessionRegistry
+
+if TYPE_CHECKING:
+    from aero_relay.webrtc.bridge import Bridge
 
 __all__ = ["RelayContext"]
 
@@ -34,6 +38,10 @@ class RelayContext:
     shutting_down: bool = False
     # Cancel scopes of live sessions (WebSocket and WebRTC), so shutdown can cancel them all.
     sessions: set[trio.CancelScope] = attrs.field(factory=set)
+    # Set by the server: the aiortc bridge, and the nursery that holds sessions created by
+    # plain HTTP requests (POST /offer, /webrtc/offer), which outlive their request.
+    bridge: Bridge | None = None
+    session_nursery: trio.Nursery | None = None
 
     def __attrs_post_init__(self) -> None:
         cfg = self.config

@@ -26,6 +26,7 @@ from aero_relay.observability.logging import GoDuration, get_logger
 from aero_relay.observability.metrics import Metrics
 from aero_relay.relay.manager import InMemorySessionRegistry, SessionRegistry
 from aero_relay.startup_warnings import startup_warnings
+from aero_relay.webrtc.bridge import open_bridge
 
 __all__ = ["ListenError", "RelayServer"]
 
@@ -145,7 +146,10 @@ class RelayServer:
             finally:
                 hypercorn_done.set()
 
-        async with trio.open_nursery() as nursery:
+        async with open_bridge() as bridge, trio.open_nursery() as nursery:
+            # Everything that may touch aiortc starts inside the bridge (tasks inherit its loop).
+            self.ctx.bridge = bridge
+            self.ctx.session_nursery = nursery
             if self._handle_signals:
                 nursery.start_soon(self._watch_signals)
             await nursery.start(self.ctx.registry.run)
@@ -158,4 +162,6 @@ class RelayServer:
             with trio.move_on_after(self.config.shutdown_timeout + 1.0):
                 await hypercorn_done.wait()
             nursery.cancel_scope.cancel()
+        self.ctx.bridge = None
+        self.ctx.session_nursery = None
         _log.info("http server exited after shutdown")

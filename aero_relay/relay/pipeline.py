@@ -77,12 +77,11 @@ class DatagramPipeline:
         send_to_client: Callable[[bytes], Awaitable[None]],
         clock: Callable[[], float] = trio.current_time,
     ) -> None:
-        self._cfg = cfg
-        self._metrics = metrics
         self._inc = metrics.inc
         self._t = transport
         self._quota = quota
         self._limiter = quota.limiter
+        self._limits_outbound = quota.limits_outbound
         self._send_to_client = send_to_client
         self._clock = clock
         self._policy = cfg.policy
@@ -189,13 +188,14 @@ class DatagramPipeline:
         payload = frame.payload
         now = self._clock()
 
-        outcome = self._limiter.check_outbound(dest, len(payload), now)
-        if outcome.evicted:
-            inc(Event.UDP_PER_DEST_BUCKET_EVICTIONS, outcome.evicted)
-        verdict = outcome.verdict
-        if verdict is not _OK:
-            self._refuse_outbound(verdict)
-            return
+        if self._limits_outbound:
+            outcome = self._limiter.check_outbound(dest, len(payload), now)
+            if outcome.evicted:
+                inc(Event.UDP_PER_DEST_BUCKET_EVICTIONS, outcome.evicted)
+            verdict = outcome.verdict
+            if verdict is not _OK:
+                self._refuse_outbound(verdict)
+                return
 
         bindings = self._bindings
         guest_port = frame.guest_port

@@ -33,7 +33,7 @@ __all__ = ["QuotaSession"]
 class QuotaSession:
     """Limits, violation tracking and hard close of one relay session (F-141 .. F-147)."""
 
-    __slots__ = ("_clock", "_metrics", "_on_hard_close", "closed", "limiter", "violations")
+    __slots__ = ("_clock", "_metrics", "_on_hard_close", "closed", "limiter", "limits_outbound", "violations")
 
     def __init__(
         self,
@@ -49,6 +49,13 @@ class QuotaSession:
             max_udp_pps_per_dest=cfg.max_udp_pps_per_dest,
             max_dest_buckets=cfg.max_udp_dest_buckets_per_session,
             max_dc_bps_per_session=cfg.max_dc_bps_per_session,
+        )
+        # Whether any client->UDP limit is on: lets the per-datagram path skip the limiter call.
+        self.limits_outbound = (
+            cfg.max_udp_pps_per_session > 0
+            or cfg.max_udp_bps_per_session > 0
+            or cfg.max_unique_destinations_per_session > 0
+            or cfg.max_udp_pps_per_dest > 0
         )
         self.violations = ViolationTracker(cfg.hard_close_after_violations, cfg.violation_window)
         self.closed = False

@@ -142,6 +142,8 @@ class PeerHardening:
     socket_rcvbuf: int = DEFAULT_SOCKET_RCVBUF
     drop_mdns_candidates: bool = True
     ice_queue_max_packets: int = 4096
+    # Bound on STUN/TURN gathering (AERO_WEBRTC_UDP_RELAY_ICE_GATHERING_TIMEOUT); None: aioice's 5 s.
+    gather_timeout: float | None = None
 
     def __attrs_post_init__(self) -> None:
         if (self.port_min == 0) != (self.port_max == 0) or not (0 <= self.port_min <= self.port_max <= 65535):
@@ -164,6 +166,7 @@ class PeerHardening:
             nat_candidate_type="srflx" if cand == "srflx" else "host",
             max_message_size=cfg.webrtc_datachannel_max_message_bytes,
             max_receive_buffer=cfg.webrtc_sctp_max_receive_buffer_bytes,
+            gather_timeout=cfg.ice_gathering_timeout,
         )
 
     def host_addresses(self, defaults: Iterable[str]) -> list[str]:
@@ -275,6 +278,7 @@ class HardenedConnection(Connection):
     _aero_bind_failures: list[str]
     _aero_rcvbuf: list[int]
     _aero_queue_drops: int
+    gather_timed_out: bool  # STUN did not answer within the gathering timeout
 
     @classmethod
     def adopt(cls, conn: Connection, hardening: PeerHardening) -> HardenedConnection:
@@ -289,6 +293,7 @@ class HardenedConnection(Connection):
         conn._aero_bind_failures = []
         conn._aero_rcvbuf = []
         conn._aero_queue_drops = 0
+        conn.gather_timed_out = False
         return conn
 
     # a, b, c, f
@@ -296,6 +301,8 @@ class HardenedConnection(Connection):
         self, component: int, addresses: list[str], timeout: int = 5
     ) -> list[Candidate]:
         h = self._aero
+        if h.gather_timeout is not None:
+            timeout = h.gather_timeout  # type: ignore[assignment]
         loop = asyncio.get_running_loop()
         wanted = h.host_addresses(addresses) if self._transport_policy == TransportPolicy.ALL else []
         hosts: list[Candidate] = []
@@ -368,6 +375,8 @@ class HardenedConnection(Connection):
         done, pending = await asyncio.wait(tasks, timeout=timeout)
         for task in pending:
             task.cancel()
+        if pending:
+            self.gather_timed_out = True
         return [t.result()[0] for t in done if t.exception() is None]
 
     # i
