@@ -78,7 +78,9 @@ async def _answer(
         local_sdp = await peer.negotiate(sdp)
     except NegotiationError as err:
         peer.close("negotiation_failed")
-        return json_error(err.status, "bad_message" if err.status == 400 else "internal_error", error_text(err))
+        return json_error(
+            err.status, "bad_message" if err.status == 400 else "internal_error", error_text(err)
+        )
     except BaseException:
         peer.close("negotiation_failed")
         raise
@@ -125,4 +127,3 @@ def register(app: Quart, ctx: RelayContext) -> None:
             return result
         session_id, local_sdp = result
         return json_response(webrtc_offer_response(session_id, local_sdp))
-

@@ -151,7 +151,9 @@ class _SignalConnection:
             self._authenticated("")
             return
         try:
-            credential = credential_from_request(auth.mode, header_getter(self.scope), query_getter(self.scope))
+            credential = credential_from_request(
+                auth.mode, header_getter(self.scope), query_getter(self.scope)
+            )
         except Exception:
             raise _Close(CLOSE_INTERNAL, "internal error", "internal_error", "internal error") from None
         if credential:
@@ -198,7 +200,9 @@ class _SignalConnection:
                 ctx.metrics.inc(Event.RATE_LIMITED)
                 raise _Close(CLOSE_POLICY, "rate limit exceeded", "rate_limited", "rate limit exceeded")
             if isinstance(msg, bytes):  # F-069
-                raise _Close(CLOSE_UNSUPPORTED, "expected text message", "bad_message", "expected text message")
+                raise _Close(
+                    CLOSE_UNSUPPORTED, "expected text message", "bad_message", "expected text message"
+                )
             try:
                 message = parse_signal_message(msg)
             except SignalingError as err:  # F-070
@@ -210,7 +214,9 @@ class _SignalConnection:
         if not self.authenticated:
             if m.type != "auth":  # F-072
                 ctx.metrics.inc(Event.AUTH_FAILURE)
-                raise _Close(CLOSE_POLICY, "authentication required", "unauthorized", "authentication required")
+                raise _Close(
+                    CLOSE_POLICY, "authentication required", "unauthorized", "authentication required"
+                )
             credential = signal_auth_message_credential(m.api_key or "", m.token or "")
             if not credential:
                 ctx.metrics.inc(Event.AUTH_FAILURE)
@@ -219,7 +225,9 @@ class _SignalConnection:
             return
         if m.type == "auth":  # F-073 (and F-208: ignored in mode none before the offer)
             if self.peer is not None:
-                raise _Close(CLOSE_POLICY, "unexpected message", "unexpected_message", "auth received after offer")
+                raise _Close(
+                    CLOSE_POLICY, "unexpected message", "unexpected_message", "auth received after offer"
+                )
             return
         if m.type == "offer":
             assert m.sdp is not None
@@ -228,7 +236,10 @@ class _SignalConnection:
         if m.type == "candidate":
             if self.peer is None:  # F-076
                 raise _Close(
-                    CLOSE_POLICY, "unexpected message", "unexpected_message", "candidate received before offer"
+                    CLOSE_POLICY,
+                    "unexpected message",
+                    "unexpected_message",
+                    "candidate received before offer",
                 )
             assert m.candidate is not None
             c = m.candidate

@@ -11,6 +11,8 @@ aiortc callbacks reach Trio only through a bounded memory channel (`forward_to_t
 
 from __future__ import annotations
 
+import contextlib
+
 from typing import Any
 
 import attrs
@@ -27,9 +29,21 @@ from aero_relay.relay.manager import SessionLease
 from aero_relay.relay.pipeline import DatagramPipeline
 from aero_relay.relay.quota import QuotaSession
 from aero_relay.webrtc.bridge import Bridge, close_peer, forward_to_trio, run_aio
-from aero_relay.webrtc.hooks import HardenedPeerConnection, PeerHardening, ReassemblyOverflow, rtc_configuration
+from aero_relay.webrtc.hooks import (
+    HardenedPeerConnection,
+    PeerHardening,
+    ReassemblyOverflow,
+    rtc_configuration,
+)
 
-__all__ = ["NegotiationError", "PeerInfo", "RelayPeer", "is_udp_channel_ok", "l2_rejection_reason", "sdp_candidates"]
+__all__ = [
+    "NegotiationError",
+    "PeerInfo",
+    "RelayPeer",
+    "is_udp_channel_ok",
+    "l2_rejection_reason",
+    "sdp_candidates",
+]
 
 _log = get_logger("aero_relay.webrtc")
 
@@ -102,7 +116,9 @@ class RelayPeer:
             on_reassembly_overflow=lambda ev: self._post(_Overflow(ev)),
         )
         self.pc.on("datachannel", forward_to_trio(self._events_send))
-        self.pc.on("connectionstatechange", lambda: self._post(_StateChanged("connection", self.pc.connectionState)))
+        self.pc.on(
+            "connectionstatechange", lambda: self._post(_StateChanged("connection", self.pc.connectionState))
+        )
         self.pc.on(
             "iceconnectionstatechange", lambda: self._post(_StateChanged("ice", self.pc.iceConnectionState))
         )
@@ -115,10 +131,9 @@ class RelayPeer:
         self.finished = trio.Event()
 
     def _post(self, event: object) -> None:
-        try:
+        # A full queue loses nothing that matters: state events are re-read from the peer.
+        with contextlib.suppress(trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
             self._events_send.send_nowait(event)
-        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
-            pass  # state events are re-read from the peer when it matters
 
     def close(self, reason: str) -> None:
         """End the session (idempotent): cancel its scope; `run()` tears everything down."""
@@ -135,7 +150,9 @@ class RelayPeer:
             # aiortc would answer an offer without a data section; the relay has nothing to offer it.
             raise NegotiationError(400, "offer has no data channel section (m=application)")
         try:
-            await run_aio(self.bridge, pc.setRemoteDescription, RTCSessionDescription(sdp=offer_sdp, type="offer"))
+            await run_aio(
+                self.bridge, pc.setRemoteDescription, RTCSessionDescription(sdp=offer_sdp, type="offer")
+            )
         except trio.Cancelled:
             raise
         except Exception as err:
@@ -157,7 +174,9 @@ class RelayPeer:
             raise NegotiationError(500, "missing local description")
         return str(local.sdp)
 
-    async def add_remote_candidate(self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None) -> None:
+    async def add_remote_candidate(
+        self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None
+    ) -> None:
         """F-076: an empty candidate string is end-of-candidates and is ignored."""
         text = candidate.strip()
         if not text:
@@ -197,7 +216,9 @@ class RelayPeer:
                 await ctx.registry.release(self.lease)
             if not self.end_reason and ctx.shutting_down:
                 self.end_reason = "shutdown"
-            _log.debug("webrtc session closed", session_id=self.session_id, reason=self.end_reason or "closed")
+            _log.debug(
+                "webrtc session closed", session_id=self.session_id, reason=self.end_reason or "closed"
+            )
             self.finished.set()
 
     async def _connect_timeout(self) -> None:
@@ -219,7 +240,10 @@ class RelayPeer:
         self.close("connect_timeout")
 
     def _is_connected(self) -> bool:
-        return self.pc.connectionState == "connected" or self.pc.iceConnectionState in ("connected", "completed")
+        return self.pc.connectionState == "connected" or self.pc.iceConnectionState in (
+            "connected",
+            "completed",
+        )
 
     async def _events(self, nursery: trio.Nursery) -> None:
         async for event in self._events_recv:
@@ -234,7 +258,7 @@ class RelayPeer:
                 _log.warn(
                     "sctp transport error",
                     session_id=self.session_id,
-                    err=f"reassembly cap exceeded ({ev.reason}: {ev.buffered_bytes} > {ev.limit_bytes} bytes)",
+                    err=f"reassembly cap exceeded ({ev.reason}: {ev.buffered_bytes} > {ev.limit_bytes})",
                 )
                 self.close("sctp_overflow")
             elif isinstance(event, RTCDataChannel):

@@ -152,7 +152,9 @@ async def test_candidate_before_offer(start_relay: StartRelay) -> None:
     """F-076."""
     relay = await start_relay()
     async with connect(relay.host_port, "/webrtc/signal") as ws:
-        await ws.send_json({"type": "candidate", "candidate": {"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host"}})
+        await ws.send_json(
+            {"type": "candidate", "candidate": {"candidate": "candidate:1 1 udp 1 1.2.3.4 5 typ host"}}
+        )
         err = await expect_error(ws, "unexpected_message", 1008)
     assert err["message"] == "candidate received before offer"
 

@@ -1,0 +1,179 @@
+"""Fixtures for the real-browser e2e tests: Debian's headless Chromium driven by Playwright (sync API).
+
+Why the sync API: pytest-trio runs with `trio_mode = true`, and Playwright's async API needs asyncio.
+The sync API runs its own private event loop on a greenlet inside plain `def` tests and fixtures, which
+pytest-trio leaves alone, so no event loop is shared or nested. Everything else the tests talk to (the
+relay subprocess, the UDP echo servers, the page servers) lives outside the test thread.
+
+Session-wide, started once: Chromium (a persistent context on a fresh temporary profile), two page
+servers (the allowed origin and a foreign one), the UDP echo servers; relays are started lazily, one per
+distinct environment, and reused.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
+
+import pytest
+
+from e2e.harness import (
+    RELAY_BASE_ENV,
+    PageServer,
+    Relay,
+    RelayFactory,
+    UdpEcho,
+    ipv6_loopback_available,
+    temp_dir,
+)
+
+if TYPE_CHECKING:
+    from playwright.sync_api import BrowserContext, Page
+
+CHROMIUM = "/usr/bin/chromium"
+# The project guide's flags. Playwright refuses `--user-data-dir` in `args`; the fresh temporary profile
+# is passed as launch_persistent_context's user_data_dir instead, which becomes that same flag.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+StartRelay = Callable[..., Relay]
+OpenPage = Callable[[PageServer], "Page"]
+
+
+def e2e_unavailable_reason() -> str | None:
+    if not os.access(CHROMIUM, os.X_OK):
+        return f"{CHROMIUM} not found (apt-get install chromium; ./scripts/test.sh installs it as root)"
+    if importlib.util.find_spec("playwright") is None:
+        return "the playwright Python package is not installed (.venv/bin/pip install -e '.[test]')"
+    return None
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip every `e2e`-marked test, with the reason, when Chromium or Playwright is missing."""
+    reason = e2e_unavailable_reason()
+    if reason is None:
+        return
+    skip = pytest.mark.skip(reason=f"e2e: {reason}")
+    for item in items:
+        if item.get_closest_marker("e2e") is not None:
+            item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def browser_context() -> Iterator[BrowserContext]:
+    """One headless Chromium for the whole session."""
+    from playwright.sync_api import sync_playwright
+
+    with temp_dir("aero-e2e-chromium-") as profile, sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(
+            str(profile),
+            executable_path=CHROMIUM,
+            headless=True,
+            args=CHROMIUM_ARGS,
+        )
+        context.set_default_timeout(10_000)
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+@pytest.fixture(scope="session")
+def page_server() -> Iterator[PageServer]:
+    """The origin the relays allow (ALLOWED_ORIGINS)."""
+    server = PageServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def foreign_page_server() -> Iterator[PageServer]:
+    """A second origin (another port on 127.0.0.1) that no relay allows."""
+    server = PageServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def relay_factory(page_server: PageServer) -> Iterator[StartRelay]:
+    """`relay_factory({"AUTH_MODE": "api_key", "API_KEY": "k"})` -> a ready relay subprocess.
+
+    Defaults: AUTH_MODE=none, DESTINATION_POLICY_PRESET=dev, WEBRTC_UDP_LISTEN_IP=127.0.0.1, JSON logs,
+    ALLOWED_ORIGINS=<page_server origin>. One relay per distinct environment, reused for the session,
+    so tests that share a relay must compare metric deltas and use their own JWT sids.
+    """
+    with temp_dir("aero-e2e-relay-") as log_dir:
+        factory = RelayFactory(log_dir, {**RELAY_BASE_ENV, "ALLOWED_ORIGINS": page_server.origin})
+
+        def start(env: Mapping[str, str] | None = None) -> Relay:
+            return factory(env)
+
+        try:
+            yield start
+        finally:
+            factory.stop_all()
+
+
+@pytest.fixture
+def open_page(browser_context: BrowserContext) -> Iterator[OpenPage]:
+    """Open e2e/pages/index.html from a page server's origin; pages close after the test.
+
+    Console messages and page errors are printed at teardown, so pytest shows them for a failed test.
+    """
+    pages: list[Page] = []
+    log: list[str] = []
+
+    def open_(server: PageServer) -> Page:
+        page = browser_context.new_page()
+        pages.append(page)
+        page.on("console", lambda msg: log.append(f"console.{msg.type}: {msg.text}"))
+        page.on("pageerror", lambda err: log.append(f"pageerror: {err}"))
+        page.goto(server.url("index.html"))
+        page.wait_for_function("() => typeof window.AeroUdp === 'object'")
+        return page
+
+    yield open_
+    for page in pages:
+        page.close()
+    if log:
+        print("browser log:\n  " + "\n  ".join(log))
+
+
+@pytest.fixture
+def page(open_page: OpenPage, page_server: PageServer) -> Page:
+    """A page on the allowed origin."""
+    return open_page(page_server)
+
+
+@pytest.fixture(scope="session")
+def udp_echo() -> Iterator[UdpEcho]:
+    echo = UdpEcho("127.0.0.1")
+    yield echo
+    echo.close()
+
+
+@pytest.fixture(scope="session")
+def udp_echo_other_port() -> Iterator[UdpEcho]:
+    """Answers from a different source port than the one it was sent to."""
+    echo = UdpEcho("127.0.0.1", reply_from_other_port=True)
+    yield echo
+    echo.close()
+
+
+@pytest.fixture(scope="session")
+def udp_echo6() -> Iterator[UdpEcho]:
+    if not ipv6_loopback_available():
+        pytest.skip("no IPv6 loopback (::1) on this host")
+    echo = UdpEcho("::1")
+    yield echo
+    echo.close()
