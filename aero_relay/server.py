@@ -161,6 +161,8 @@ class RelayServer:
             # hypercorn returns once connections finish or its graceful timeout has passed.
             with trio.move_on_after(self.config.shutdown_timeout + 1.0):
                 await hypercorn_done.wait()
+            if not hypercorn_done.is_set():
+                _log.error("http server shutdown failed", err="shutdown timeout exceeded")
             nursery.cancel_scope.cancel()
         self.ctx.bridge = None
         self.ctx.session_nursery = None

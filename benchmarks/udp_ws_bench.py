@@ -600,6 +600,8 @@ def start_py_spy(args: argparse.Namespace, pid: int, scenario: str) -> tuple[sub
         str(pyspy), "record", "--pid", str(pid), "--format", "raw", "--rate", str(args.profile_rate),
         "--duration", str(max(1, int(args.duration))), "--output", str(path), "--nonblocking",
     ]  # fmt: skip
+    if args.profile_idle:
+        cmd.append("--idle")
     time.sleep(args.warmup + 0.3)  # the client connects and warms up meanwhile
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path
 
@@ -736,6 +738,7 @@ def main() -> None:
     p.add_argument("--profile-scenarios", type=lambda s: s.split(","), default=["echo"])
     p.add_argument("--profile-rate", type=int, default=200, help="py-spy samples per second")
     p.add_argument("--profile-top", type=int, default=40)
+    p.add_argument("--profile-idle", action="store_true", help="py-spy: include idle (waiting) samples")
     # Internal roles.
     p.add_argument("--role", choices=["orchestrate", "udp", "client"], default="orchestrate", help=argparse.SUPPRESS)
     p.add_argument("--mode", help=argparse.SUPPRESS)

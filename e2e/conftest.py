@@ -20,10 +20,13 @@ from typing import TYPE_CHECKING
 import pytest
 
 from e2e.harness import (
+    API_KEY,
+    JWT_SECRET,
     RELAY_BASE_ENV,
     PageServer,
     Relay,
     RelayFactory,
+    StartRelay,
     UdpEcho,
     ipv6_loopback_available,
     temp_dir,
@@ -46,7 +49,6 @@ CHROMIUM_ARGS = [
     "--disable-sync",
 ]
 
-StartRelay = Callable[..., Relay]
 OpenPage = Callable[[PageServer], "Page"]
 
 
@@ -122,6 +124,18 @@ def relay_factory(page_server: PageServer) -> Iterator[StartRelay]:
             yield start
         finally:
             factory.stop_all()
+
+
+@pytest.fixture
+def api_key_relay(relay_factory: StartRelay) -> Relay:
+    """AUTH_MODE=api_key with API_KEY; PREFER_V2 so v2 replies are observable too (F-120)."""
+    return relay_factory({"AUTH_MODE": "api_key", "API_KEY": API_KEY, "PREFER_V2": "true"})
+
+
+@pytest.fixture
+def jwt_relay(relay_factory: StartRelay) -> Relay:
+    """AUTH_MODE=jwt with JWT_SECRET (HS256); defaults otherwise (PREFER_V2 off)."""
+    return relay_factory({"AUTH_MODE": "jwt", "JWT_SECRET": JWT_SECRET})
 
 
 @pytest.fixture

@@ -40,6 +40,10 @@ METRIC_LINE = re.compile(r'^aero_webrtc_udp_relay_events_total\{event="([^"]+)"\
 # Only these variables reach the relay: nothing from the developer's shell may change its config.
 _PASSTHROUGH_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
 
+# Test-only credentials for the relays the fixtures start.
+API_KEY = "e2e-api-key"
+JWT_SECRET = "e2e-jwt-secret-at-least-32-bytes-long"
+
 RELAY_BASE_ENV: dict[str, str] = {
     "AUTH_MODE": "none",
     "DESTINATION_POLICY_PRESET": "dev",  # the echo servers are on loopback, which prod denies
@@ -146,6 +150,10 @@ class Relay:
         except ValueError:
             return False
 
+    def settled(self) -> bool:
+        """Ready, or exited (startup failed)."""
+        return self.is_ready() or self.proc.poll() is not None
+
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)  # the relay shuts down gracefully on SIGTERM
@@ -154,6 +162,9 @@ class Relay:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(timeout=5)
+
+
+StartRelay = Callable[..., Relay]
 
 
 class RelayStartError(RuntimeError):
@@ -180,34 +191,35 @@ class RelayFactory:
         return relay
 
     def _start(self, relay_env: Mapping[str, str], attempts: int = 3) -> Relay:
-        proc_env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
-        proc_env.update(relay_env)
         last_error = ""
         for _ in range(attempts):
-            self._count += 1
-            port = free_tcp_port()
-            log_path = self._log_dir / f"relay-{self._count}-{port}.log"
-            with log_path.open("wb") as log:
-                proc = subprocess.Popen(
-                    [*relay_command(), "serve", "--listen-addr", f"127.0.0.1:{port}"],
-                    env=proc_env,
-                    stdin=subprocess.DEVNULL,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                    cwd=PROJECT_ROOT,
-                )
-            relay = Relay(port=port, env=dict(relay_env), proc=proc, log_path=log_path)
-            if wait_until(lambda r=relay: r.is_ready() or r.proc.poll() is not None, timeout=20.0):  # type: ignore[misc]
-                if relay.proc.poll() is None:
-                    return relay
-                last_error = f"relay exited with {relay.proc.returncode}:\n{relay.log_tail()}"
-                if relay.proc.returncode == 1:
-                    continue  # most likely the port was taken between probe and bind: try another
-                break
-            last_error = f"relay not ready after 20 s:\n{relay.log_tail()}"
-            relay.stop()
-            break
+            relay = self._launch(relay_env)
+            if not wait_until(relay.settled, timeout=20.0):
+                relay.stop()
+                raise RelayStartError(f"relay not ready after 20 s:\n{relay.log_tail()}")
+            if relay.proc.poll() is None:
+                return relay
+            last_error = f"relay exited with {relay.proc.returncode}:\n{relay.log_tail()}"
+            if relay.proc.returncode != 1:
+                break  # exit 1 is most likely the port taken between probe and bind: try another
         raise RelayStartError(last_error)
+
+    def _launch(self, relay_env: Mapping[str, str]) -> Relay:
+        proc_env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
+        proc_env.update(relay_env)
+        self._count += 1
+        port = free_tcp_port()
+        log_path = self._log_dir / f"relay-{self._count}-{port}.log"
+        with log_path.open("wb") as log:
+            proc = subprocess.Popen(
+                [*relay_command(), "serve", "--listen-addr", f"127.0.0.1:{port}"],
+                env=proc_env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+            )
+        return Relay(port=port, env=dict(relay_env), proc=proc, log_path=log_path)
 
     def stop_all(self) -> None:
         for relay in self._relays.values():

@@ -20,17 +20,13 @@ import jwt
 import pytest
 
 from e2e.browser import BrowserSocket
-from e2e.harness import VECTORS_DIR, PageServer, Relay, UdpEcho, wait_until
+from e2e.harness import API_KEY, JWT_SECRET, VECTORS_DIR, PageServer, Relay, UdpEcho, wait_until
 
 if TYPE_CHECKING:
     from playwright.sync_api import Page
 
 pytestmark = pytest.mark.e2e
 
-StartRelay = Callable[..., Relay]
-
-API_KEY = "e2e-api-key"
-JWT_SECRET = "e2e-jwt-secret-at-least-32-bytes-long"
 HEX32 = re.compile(r"^[0-9a-f]{32}$")
 LOOPBACK4 = "127.0.0.1"
 
@@ -44,7 +40,12 @@ def v1_bytes(guest_port: int, ip: str, port: int, payload: bytes) -> bytes:
 
 def v2_bytes(guest_port: int, ip: str, port: int, payload: bytes) -> bytes:
     if ":" in ip:
-        return struct.pack("!BBBBH16sH", 0xA2, 0x02, 0x06, 0x00, guest_port, socket.inet_pton(socket.AF_INET6, ip), port) + payload
+        return (
+            struct.pack(
+                "!BBBBH16sH", 0xA2, 0x02, 0x06, 0x00, guest_port, socket.inet_pton(socket.AF_INET6, ip), port
+            )
+            + payload
+        )
     return struct.pack("!BBBBH4sH", 0xA2, 0x02, 0x04, 0x00, guest_port, socket.inet_aton(ip), port) + payload
 
 
@@ -73,20 +74,6 @@ def expect_ready(ws: BrowserSocket) -> str:
     return str(msg["sessionId"])
 
 
-# --- relays ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def api_key_relay(relay_factory: StartRelay) -> Relay:
-    # PREFER_V2 so the v2 reply path is observable too (F-120); v1 replies are checked before it flips.
-    return relay_factory({"AUTH_MODE": "api_key", "API_KEY": API_KEY, "PREFER_V2": "true"})
-
-
-@pytest.fixture
-def jwt_relay(relay_factory: StartRelay) -> Relay:
-    return relay_factory({"AUTH_MODE": "jwt", "JWT_SECRET": JWT_SECRET})
-
-
 # --- the page's codec -----------------------------------------------------------------------------
 
 
@@ -111,7 +98,9 @@ def test_page_codec_matches_shared_udp_vectors(page: Page) -> None:
             assert case["errorContains"] in decoded.get("error", ""), (case["name"], decoded)
             continue
         payload = base64.b64decode(case["payload_b64"])
-        expected = frame_fields(case["version"], case["guestPort"], case["remoteIp"], case["remotePort"], payload)
+        expected = frame_fields(
+            case["version"], case["guestPort"], case["remoteIp"], case["remotePort"], payload
+        )
         assert decoded == expected, case["name"]
         assert result["reencodedHex"] == case["frameHex"], case["name"]
 

@@ -12,7 +12,6 @@ aiortc callbacks reach Trio only through a bounded memory channel (`forward_to_t
 from __future__ import annotations
 
 import contextlib
-
 from typing import Any
 
 import attrs
