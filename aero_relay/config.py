@@ -37,6 +37,7 @@ from aero_relay.core.gofmt import quote
 from aero_relay.core.ice import IceConfig, parse_ice_config
 from aero_relay.core.origin import go_trim_space, normalize_origin, parse_allowed_origins
 from aero_relay.core.policy import DestinationPolicy, parse_destination_policy
+from aero_relay.relay.resp import parse_redis_url, redact_redis_url
 
 __all__ = [
     "POLICY_ENV_VARS",
@@ -206,6 +207,13 @@ SETTINGS: tuple[Setting, ...] = (
     _s("max_sessions", "MAX_SESSIONS", "max-sessions", "int", 0, "max concurrent sessions (0 = unlimited)"),
     _s("session_prealloc_ttl", "SESSION_PREALLOC_TTL", "session-prealloc-ttl", "duration", 60.0,
        "TTL of POST /session reservations"),
+    # Scale-out (ours, not the original's): the registry of sessions, sids and reservations.
+    _s("session_registry_url", "SESSION_REGISTRY_URL", "session-registry-url", "str", "",
+       "shared session registry: redis://[user:password@]host[:port][/db] or unix:///path[?db=N] "
+       "(empty = in-memory, this process only)"),
+    _s("session_lease_ttl", "SESSION_LEASE_TTL", "session-lease-ttl", "duration", 15.0,
+       "shared registry lease TTL, renewed every TTL/3: a crashed process's sessions free their sid "
+       "and slot within this"),
     _s("max_udp_pps_per_session", "MAX_UDP_PPS_PER_SESSION", "max-udp-pps-per-session", "int", 0,
        "outbound UDP packets/s per session (0 = unlimited)"),
     _s("max_udp_bps_per_session", "MAX_UDP_BPS_PER_SESSION", "max-udp-bps-per-session", "int", 0,
@@ -320,6 +328,7 @@ _ENV_PARSE_ORDER: dict[str, int] = {
             "WEBRTC_SESSION_CONNECT_TIMEOUT",
             "MAX_SESSIONS",
             "SESSION_PREALLOC_TTL",
+            "SESSION_LEASE_TTL",
             "MAX_UDP_PPS_PER_SESSION",
             "MAX_UDP_BPS_PER_SESSION",
             "MAX_UDP_PPS_PER_DEST",
@@ -387,6 +396,8 @@ class Config:
     max_udp_bindings_per_session: int
     max_sessions: int
     session_prealloc_ttl: float
+    session_registry_url: str = attrs.field(repr=False)  # may hold a password
+    session_lease_ttl: float
     max_udp_pps_per_session: int
     max_udp_bps_per_session: int
     max_udp_pps_per_dest: int
@@ -982,6 +993,17 @@ def load(env: Mapping[str, str], argv: Sequence[str] = ()) -> Config:
     _positive("max_udp_bindings_per_session", gi("max_udp_bindings_per_session"))
     _positive("max_udp_dest_buckets_per_session", dest_buckets)
     _positive("session_prealloc_ttl", gd("session_prealloc_ttl"))
+    _positive("session_lease_ttl", gd("session_lease_ttl"))
+    registry_url = go_trim_space(gs("session_registry_url"))
+    if registry_url:
+        try:
+            parse_redis_url(registry_url)
+        except ValueError as err:
+            shown = quote(redact_redis_url(registry_url))  # the URL may carry a password
+            raise ConfigError(
+                f"invalid SESSION_REGISTRY_URL/--session-registry-url {shown}: {err} "
+                "(expected redis://[user:password@]host[:port][/db] or unix:///path[?db=N])"
+            ) from None
 
     api_key = gs("api_key")
     jwt_secret = gs("jwt_secret")
@@ -1168,6 +1190,8 @@ def load(env: Mapping[str, str], argv: Sequence[str] = ()) -> Config:
         max_udp_bindings_per_session=gi("max_udp_bindings_per_session"),
         max_sessions=gi("max_sessions"),
         session_prealloc_ttl=gd("session_prealloc_ttl"),
+        session_registry_url=registry_url,
+        session_lease_ttl=gd("session_lease_ttl"),
         max_udp_pps_per_session=gi("max_udp_pps_per_session"),
         max_udp_bps_per_session=gi("max_udp_bps_per_session"),
         max_udp_pps_per_dest=gi("max_udp_pps_per_dest"),
@@ -1292,6 +1316,7 @@ def effective_items(cfg: Config) -> list[tuple[str, str]]:
             if c.violation_window == int(c.violation_window)
             else _dur(c.violation_window)
         ),
+        "session_registry_url": lambda c: redact_redis_url(c.session_registry_url),
         # A static token may sit in the query string: show only its presence.
         "l2_backend_ws_url": lambda c: (
             c.l2_backend_ws_url.split("?", 1)[0] + ("?" + REDACTED if "?" in c.l2_backend_ws_url else "")

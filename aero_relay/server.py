@@ -24,7 +24,8 @@ from aero_relay.config import Config, split_listen_addr
 from aero_relay.context import RelayContext
 from aero_relay.observability.logging import GoDuration, get_logger
 from aero_relay.observability.metrics import Metrics
-from aero_relay.relay.manager import InMemorySessionRegistry, SessionRegistry
+from aero_relay.relay.manager import SessionRegistry
+from aero_relay.relay.redis_registry import registry_from_config
 from aero_relay.startup_warnings import startup_warnings
 from aero_relay.webrtc.bridge import open_bridge
 
@@ -70,7 +71,8 @@ class RelayServer:
         self.ctx = RelayContext(
             config=cfg,
             metrics=self.metrics,
-            registry=registry or InMemorySessionRegistry(cfg.max_sessions),
+            # Scale-out: in-memory unless SESSION_REGISTRY_URL names a shared Redis registry.
+            registry=registry or registry_from_config(cfg, self.metrics),
             build=build or load_build_info(),
             unix_now=unix_now,
         )

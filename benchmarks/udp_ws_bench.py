@@ -63,16 +63,36 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def cpu_busy_seconds() -> dict[str, float]:
+    """Busy (non-idle, non-iowait) seconds of each CPU from /proc/stat: shows other load on the box."""
+    out = {}
+    with open("/proc/stat") as f:
+        for line in f:
+            if not line.startswith("cpu") or line.startswith("cpu "):
+                continue
+            name, *vals = line.split()
+            ticks = [int(v) for v in vals[:8]]
+            out[name] = (sum(ticks) - ticks[3] - ticks[4]) / CLK_TCK
+    return out
+
+
 def pin(pid: int, cpu: int | None) -> None:
     if cpu is not None:
         with contextlib.suppress(OSError):
             os.sched_setaffinity(pid, {cpu})
 
 
+SO_RCVBUFFORCE, SO_SNDBUFFORCE = 33, 32  # Linux; past net.core.*mem_max when root (CAP_NET_ADMIN)
+
+
 def bigbuf(sock: socket.socket) -> None:
-    for opt in (socket.SO_RCVBUF, socket.SO_SNDBUF):
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, opt, BIG_BUF)
+    """Big socket buffers on the benchmark's own sockets, so the sink and client drop nothing."""
+    for forced, opt in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, forced, BIG_BUF)
+        except OSError:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, opt, BIG_BUF)
 
 
 # --- UDP helper role -------------------------------------------------------------------------------
@@ -258,8 +278,19 @@ class Meter:
 
     def snap(self) -> dict[str, float]:
         s = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        s.update(cpu_busy_seconds())
         s["wall"] = time.perf_counter()
         return s
+
+    @staticmethod
+    def cpus(d: dict[str, float]) -> dict[str, float]:
+        """Busy % per CPU, and the % of one CPU used by processes other than ours (noise)."""
+        busy = {k: 100 * v / d["wall"] for k, v in d.items() if k.startswith("cpu")}
+        ours = 100 * (d["relay"] + d["helper"] + d["client"]) / d["wall"]
+        return {
+            **{f"{k}_busy_pct": round(v, 1) for k, v in busy.items()},
+            "other_load_pct": round(sum(busy.values()) - ours, 1),
+        }
 
     @staticmethod
     def delta(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
@@ -358,6 +389,7 @@ def client_echo(args: argparse.Namespace, ws: WsClient, meter: Meter) -> dict[st
         "relay_us_per_datagram": 1e6 * d["relay"] / (2 * replies) if replies else float("nan"),
         "client_cpu_pct": 100 * d["client"] / d["wall"],
         "helper_cpu_pct": 100 * d["helper"] / d["wall"],
+        **Meter.cpus(d),
     }
 
 
@@ -407,6 +439,7 @@ def client_upload(args: argparse.Namespace, ws: WsClient, meter: Meter) -> dict[
         "relay_us_per_datagram": 1e6 * d["relay"] / delivered if delivered else float("nan"),
         "client_cpu_pct": 100 * d["client"] / d["wall"],
         "helper_cpu_pct": 100 * d["helper"] / d["wall"],
+        **Meter.cpus(d),
     }
 
 
@@ -467,6 +500,7 @@ def client_download(args: argparse.Namespace, ws: WsClient, meter: Meter) -> dic
         "relay_us_per_datagram": 1e6 * d["relay"] / delivered if delivered else float("nan"),
         "client_cpu_pct": 100 * d["client"] / d["wall"],
         "helper_cpu_pct": 100 * d["helper"] / d["wall"],
+        **Meter.cpus(d),
     }
 
 
@@ -488,9 +522,19 @@ def http_get(port: int, path: str) -> str:
 
 def scrape_events(port: int) -> dict[str, int]:
     out = {}
-    for m in re.finditer(r'^aero_webrtc_udp_relay_events_total\{event="([^"]+)"\} (\d+)$', http_get(port, "/metrics"), re.M):
+    for m in re.finditer(
+        r'^aero_webrtc_udp_relay_events_total\{event="([^"]+)"\} (\d+)$', http_get(port, "/metrics"), re.M
+    ):
         out[m.group(1)] = int(m.group(2))
     return out
+
+
+# Runs the relay like `python -m aero_relay`, after logging which package file is running.
+_PRINT_ORIGIN = (
+    "import sys, aero_relay, aero_relay.cli as c; "
+    "print('aero_relay from', aero_relay.__file__, file=sys.stderr, flush=True); "
+    "sys.argv[0] = 'aero-relay'; c.entrypoint()"
+)
 
 
 class Relay:
@@ -498,11 +542,20 @@ class Relay:
         env = dict(os.environ, AUTH_MODE="none", DESTINATION_POLICY_PRESET="dev")
         env.update(kv.split("=", 1) for kv in args.relay_env)
         cmd = [str(ROOT / ".venv" / "bin" / "aero-relay"), "serve", "--listen-addr", f"{HOST}:{port}"]
+        if args.relay_src:  # another copy of the package (e.g. an older revision) for comparisons
+            env["PYTHONPATH"] = str(Path(args.relay_src).resolve())
+            cmd = [str(ROOT / ".venv" / "bin" / "python"), "-c", _PRINT_ORIGIN, *cmd[1:]]
         if args.profile == "cprofile":
             env["AERO_BENCH_CPROFILE_OUT"] = str(RESULTS / f"{args.label}-relay.cprofile")
-            cmd = [str(ROOT / ".venv" / "bin" / "python"), str(ROOT / "benchmarks" / "cprofile_relay.py"), *cmd[1:]]
+            cmd = [
+                str(ROOT / ".venv" / "bin" / "python"),
+                str(ROOT / "benchmarks" / "cprofile_relay.py"),
+                *cmd[1:],
+            ]
         self.log = open(RESULTS / f"{args.label}-relay.log", "wb")  # noqa: SIM115
-        self.proc = subprocess.Popen(cmd, env=env, stdout=self.log, stderr=subprocess.STDOUT)
+        # With --relay-src, run from that directory: `python -m` puts the working directory first.
+        cwd = Path(args.relay_src).resolve() if args.relay_src else ROOT
+        self.proc = subprocess.Popen(cmd, env=env, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT)
         self.port = port
         deadline = time.monotonic() + 15
         while True:
@@ -527,7 +580,9 @@ class Relay:
         self.log.close()
 
 
-def start_helper(args: argparse.Namespace, mode: str, lifetime: float, cpu: int | None) -> tuple[subprocess.Popen[str], int, int]:
+def start_helper(
+    args: argparse.Namespace, mode: str, lifetime: float, cpu: int | None
+) -> tuple[subprocess.Popen[str], int, int]:
     cmd = [
         sys.executable, __file__, "--role", "udp", "--mode", mode, "--payload", str(args.payload),
         "--lifetime", str(lifetime), "--flood-pps", str(args.flood_pps),
@@ -543,7 +598,9 @@ def start_helper(args: argparse.Namespace, mode: str, lifetime: float, cpu: int 
     return proc, int(line[1]), int(line[2])
 
 
-def run_scenario(args: argparse.Namespace, relay: Relay, scenario: str, cpus: tuple[int | None, int | None]) -> dict[str, Any]:
+def run_scenario(
+    args: argparse.Namespace, relay: Relay, scenario: str, cpus: tuple[int | None, int | None]
+) -> dict[str, Any]:
     mode = {"echo": "echo", "upload": "sink", "download": "flood"}[scenario]
     lifetime = args.warmup + args.duration + 30
     helper, udp_port, ctl_port = start_helper(args, mode, lifetime, cpus[1])
@@ -598,7 +655,7 @@ def start_py_spy(args: argparse.Namespace, pid: int, scenario: str) -> tuple[sub
     # Sample only the measured interval (after the warm-up), in "raw" (collapsed stacks) format.
     cmd = [
         str(pyspy), "record", "--pid", str(pid), "--format", "raw", "--rate", str(args.profile_rate),
-        "--duration", str(max(1, int(args.duration))), "--output", str(path), "--nonblocking",
+        "--duration", str(max(1, int(args.duration))), "--output", str(path),
     ]  # fmt: skip
     if args.profile_idle:
         cmd.append("--idle")
@@ -606,7 +663,9 @@ def start_py_spy(args: argparse.Namespace, pid: int, scenario: str) -> tuple[sub
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL), path
 
 
-def finish_py_spy(args: argparse.Namespace, profiler: tuple[subprocess.Popen[bytes], Path], scenario: str) -> dict[str, Any]:
+def finish_py_spy(
+    args: argparse.Namespace, profiler: tuple[subprocess.Popen[bytes], Path], scenario: str
+) -> dict[str, Any]:
     proc, path = profiler
     proc.wait(args.duration + 30)
     if not path.exists():
@@ -657,7 +716,20 @@ def summarize_collapsed(path: Path, top: int) -> dict[str, Any]:
 
 
 def print_table(results: dict[str, dict[str, Any]]) -> None:
-    rows = [("scenario", "dgrams/s", "p50 us", "p99 us", "loss", "relay us/dgram", "relay cpu", "client cpu", "helper cpu")]
+    rows = [
+        (
+            "scenario",
+            "dgrams/s",
+            "p50 us",
+            "p99 us",
+            "loss",
+            "relay us/dgram",
+            "relay cpu",
+            "client cpu",
+            "helper cpu",
+            "other load",
+        )
+    ]
     for name, r in results.items():
         if name == "echo":
             p50, p99 = r["rtt_p50_us"], r["rtt_p99_us"]
@@ -671,11 +743,16 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
         rows.append((
             name, f"{r['datagrams_per_s']:,.0f}", f"{p50:,.0f}", f"{p99:,.0f}", f"{100 * r['loss']:.2f}%",
             f"{r['relay_us_per_datagram']:.1f}{extra}", f"{r['relay_cpu_pct']:.0f}%",
-            f"{r['client_cpu_pct']:.0f}%", f"{r['helper_cpu_pct']:.0f}%",
+            f"{r['client_cpu_pct']:.0f}%", f"{r['helper_cpu_pct']:.0f}%", f"{r['other_load_pct']:.0f}%",
         ))  # fmt: skip
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.rjust(w) if i else cell.ljust(w) for i, (cell, w) in enumerate(zip(row, widths, strict=True))))
+        print(
+            "  ".join(
+                cell.rjust(w) if i else cell.ljust(w)
+                for i, (cell, w) in enumerate(zip(row, widths, strict=True))
+            )
+        )
     for name, r in results.items():
         if "profile" in r and "self_pct" in r["profile"]:
             p = r["profile"]
@@ -694,15 +771,37 @@ def orchestrate(args: argparse.Namespace) -> None:
     if args.label is None:
         args.label = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
     cpus = sorted(os.sched_getaffinity(0))
-    pinning: tuple[int | None, int | None] = (cpus[0], cpus[1]) if len(cpus) >= 2 and not args.no_pin else (None, None)
+    pinning: tuple[int | None, int | None] = (
+        (cpus[0], cpus[1]) if len(cpus) >= 2 and not args.no_pin else (None, None)
+    )
     relay = Relay(args, free_port())
     pin(relay.proc.pid, pinning[0])
+    print(f"relay pid {relay.proc.pid} on port {relay.port}", flush=True)
     results: dict[str, dict[str, Any]] = {}
+    runs: dict[str, list[dict[str, Any]]] = {}
     try:
-        for scenario in args.scenarios:
-            results[scenario] = run_scenario(args, relay, scenario, pinning)
+        for i in range(args.repeat):
+            for scenario in args.scenarios:
+                runs.setdefault(scenario, []).append(run_scenario(args, relay, scenario, pinning))
+                if args.repeat > 1:
+                    r = runs[scenario][-1]
+                    print(
+                        f"run {i + 1}/{args.repeat} {scenario}: {r['relay_us_per_datagram']:.1f} us/dgram, "
+                        f"{r['datagrams_per_s']:,.0f} dgrams/s, other load {r['other_load_pct']:.0f}%",
+                        flush=True,
+                    )
     finally:
         relay.stop()
+    for scenario, rs in runs.items():
+        # The run with the median relay CPU per datagram stands for the scenario; all are kept.
+        ordered = sorted(rs, key=lambda r: float(r["relay_us_per_datagram"]))
+        results[scenario] = {**ordered[len(ordered) // 2], "runs": len(rs)}
+        if len(rs) > 1:
+            results[scenario]["all_relay_us_per_datagram"] = [
+                round(r["relay_us_per_datagram"], 2) for r in rs
+            ]
+            results[scenario]["all_datagrams_per_s"] = [round(r["datagrams_per_s"]) for r in rs]
+            results[scenario]["all_other_load_pct"] = [r["other_load_pct"] for r in rs]
     report = {
         "label": args.label,
         "time": datetime.datetime.now().isoformat(timespec="seconds"),
@@ -711,6 +810,8 @@ def orchestrate(args: argparse.Namespace) -> None:
         "warmup_s": args.warmup,
         "duration_s": args.duration,
         "cpus": len(cpus),
+        "relay_src": args.relay_src or str(ROOT),
+        "repeat": args.repeat,
         "pinning": {"relay": pinning[0], "client_and_helper": pinning[1]},
         "python": sys.version.split()[0],
         "results": results,
@@ -732,6 +833,8 @@ def main() -> None:
     p.add_argument("--max-datagrams", type=int, default=5_000_000, help="per scenario bound (default 5e6)")
     p.add_argument("--flood-pps", type=float, default=0, help="download: flooder rate, 0 = flat out")
     p.add_argument("--label", help="results file label (default: a timestamp)")
+    p.add_argument("--repeat", type=int, default=1, help="runs per scenario; the median run is reported")
+    p.add_argument("--relay-src", help="run the aero_relay package found in this directory instead")
     p.add_argument("--no-pin", action="store_true", help="do not pin relay / client to separate CPUs")
     p.add_argument("--relay-env", action="append", default=[], metavar="K=V", help="extra relay env")
     p.add_argument("--profile", choices=["none", "py-spy", "cprofile"], default="none")
@@ -740,7 +843,9 @@ def main() -> None:
     p.add_argument("--profile-top", type=int, default=40)
     p.add_argument("--profile-idle", action="store_true", help="py-spy: include idle (waiting) samples")
     # Internal roles.
-    p.add_argument("--role", choices=["orchestrate", "udp", "client"], default="orchestrate", help=argparse.SUPPRESS)
+    p.add_argument(
+        "--role", choices=["orchestrate", "udp", "client"], default="orchestrate", help=argparse.SUPPRESS
+    )
     p.add_argument("--mode", help=argparse.SUPPRESS)
     p.add_argument("--lifetime", type=float, default=60, help=argparse.SUPPRESS)
     p.add_argument("--scenario", help=argparse.SUPPRESS)

@@ -1,9 +1,10 @@
 """Fixtures for the real-browser e2e tests: Debian's headless Chromium driven by Playwright (sync API).
 
 Why the sync API: pytest-trio runs with `trio_mode = true`, and Playwright's async API needs asyncio.
-The sync API runs its own private event loop on a greenlet inside plain `def` tests and fixtures, which
-pytest-trio leaves alone, so no event loop is shared or nested. Everything else the tests talk to (the
-relay subprocess, the UDP echo servers, the page servers) lives outside the test thread.
+The sync API runs its own private asyncio loop on a greenlet inside plain `def` tests and fixtures,
+which pytest-trio leaves alone, so no event loop is shared or nested (one catch, trio_asyncio's loop
+policy, is handled below). Everything else the tests talk to (the relay subprocess, the UDP echo
+servers, the page servers) lives outside the test thread.
 
 Session-wide, started once: Chromium (a persistent context on a fresh temporary profile), two page
 servers (the allowed origin and a foreign one), the UDP echo servers; relays are started lazily, one per
@@ -12,6 +13,8 @@ distinct environment, and reused.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import importlib.util
 import os
 from collections.abc import Callable, Iterator, Mapping
@@ -33,7 +36,7 @@ from e2e.harness import (
 )
 
 if TYPE_CHECKING:
-    from playwright.sync_api import BrowserContext, Page
+    from playwright.sync_api import BrowserContext, Page, Playwright
 
 CHROMIUM = "/usr/bin/chromium"
 # The project guide's flags. Playwright refuses `--user-data-dir` in `args`; the fresh temporary profile
@@ -47,6 +50,11 @@ CHROMIUM_ARGS = [
     "--disable-background-networking",
     "--disable-component-update",
     "--disable-sync",
+    # WebRTC stays on loopback: without this, Chromium hides its host candidates behind mDNS names and
+    # announces each name (an A record with the interface address) by multicast on the host's real
+    # interfaces. The pages never signal a non-loopback candidate either way (pages/webrtc_relay.js);
+    # the mDNS test runs a second Chromium with the default in a network namespace (NetNs).
+    "--disable-features=WebRtcHideLocalIpsWithMdns",
 ]
 
 OpenPage = Callable[[PageServer], "Page"]
@@ -71,13 +79,38 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def browser_context() -> Iterator[BrowserContext]:
-    """One headless Chromium for the whole session."""
+@contextlib.contextmanager
+def _playwright_on_a_plain_asyncio_loop() -> Iterator[Playwright]:
+    """Start Playwright's sync API on a stock asyncio loop.
+
+    Importing aero_relay imports trio_asyncio, whose event loop policy makes `asyncio.new_event_loop()`
+    return a trio-asyncio loop outside Trio; Playwright's greenlet dispatcher cannot drive that one
+    ("You can't nest calls to run_until_complete()"). Playwright creates its loop once, in `start()`,
+    so the patch is undone right after and nothing else in the session sees it.
+    """
     from playwright.sync_api import sync_playwright
 
-    with temp_dir("aero-e2e-chromium-") as profile, sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(asyncio, "new_event_loop", asyncio.SelectorEventLoop)
+        pw = sync_playwright().start()
+    try:
+        yield pw
+    finally:
+        pw.stop()
+
+
+@pytest.fixture(scope="session")
+def playwright_driver() -> Iterator[Playwright]:
+    """The session's Playwright (sync API), for fixtures that launch a browser of their own."""
+    with _playwright_on_a_plain_asyncio_loop() as pw:
+        yield pw
+
+
+@pytest.fixture(scope="session")
+def browser_context(playwright_driver: Playwright) -> Iterator[BrowserContext]:
+    """One headless Chromium for the whole session, on a fresh temporary profile."""
+    with temp_dir("aero-e2e-chromium-") as profile:
+        context = playwright_driver.chromium.launch_persistent_context(
             str(profile),
             executable_path=CHROMIUM,
             headless=True,

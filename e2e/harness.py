@@ -9,11 +9,13 @@ Trio loop is shared with Playwright's own event loop.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import functools
 import http.server
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -25,7 +27,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 
@@ -97,6 +99,7 @@ class Relay:
     env: Mapping[str, str]
     proc: subprocess.Popen[bytes]
     log_path: Path
+    netns: NetNs | None = None  # the relay runs in this namespace (its 127.0.0.1 is that namespace's)
 
     @property
     def base_url(self) -> str:
@@ -107,6 +110,11 @@ class Relay:
 
     def get(self, path: str, timeout: float = 5.0) -> tuple[int, bytes]:
         """A plain GET without an Origin header (allowed by the origin rules, F-014)."""
+        if self.netns is not None:
+            return self.netns.run(lambda: self._get(path, timeout))
+        return self._get(path, timeout)
+
+    def _get(self, path: str, timeout: float) -> tuple[int, bytes]:
         try:
             with urllib.request.urlopen(self.base_url + path, timeout=timeout) as resp:
                 return int(resp.status), resp.read()
@@ -165,6 +173,7 @@ class Relay:
 
 
 StartRelay = Callable[..., Relay]
+T = TypeVar("T")
 
 
 class RelayStartError(RuntimeError):
@@ -174,9 +183,10 @@ class RelayStartError(RuntimeError):
 class RelayFactory:
     """Starts relays on demand and reuses one per distinct environment for the whole session."""
 
-    def __init__(self, log_dir: Path, base_env: Mapping[str, str]) -> None:
+    def __init__(self, log_dir: Path, base_env: Mapping[str, str], netns: NetNs | None = None) -> None:
         self._log_dir = log_dir
         self._base_env = dict(base_env)
+        self._netns = netns
         self._relays: dict[tuple[tuple[str, str], ...], Relay] = {}
         self._count = 0
 
@@ -208,18 +218,19 @@ class RelayFactory:
         proc_env = {k: os.environ[k] for k in _PASSTHROUGH_ENV if k in os.environ}
         proc_env.update(relay_env)
         self._count += 1
-        port = free_tcp_port()
+        port = self._netns.run(free_tcp_port) if self._netns is not None else free_tcp_port()
         log_path = self._log_dir / f"relay-{self._count}-{port}.log"
         with log_path.open("wb") as log:
+            prefix = self._netns.exec_prefix() if self._netns is not None else []
             proc = subprocess.Popen(
-                [*relay_command(), "serve", "--listen-addr", f"127.0.0.1:{port}"],
+                [*prefix, *relay_command(), "serve", "--listen-addr", f"127.0.0.1:{port}"],
                 env=proc_env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 cwd=PROJECT_ROOT,
             )
-        return Relay(port=port, env=dict(relay_env), proc=proc, log_path=log_path)
+        return Relay(port=port, env=dict(relay_env), proc=proc, log_path=log_path, netns=self._netns)
 
     def stop_all(self) -> None:
         for relay in self._relays.values():
@@ -327,6 +338,99 @@ class PageServer:
     def close(self) -> None:
         self._httpd.shutdown()
         self._httpd.server_close()
+
+
+# --- a throwaway network namespace ---------------------------------------------------------------
+
+_CLONE_NEWNET = 0x40000000
+
+
+class NetNs:
+    """A network namespace for tests that run Chromium with its default WebRTC settings.
+
+    Chromium's default hides host candidates behind mDNS names and announces each name by multicast
+    (an A record with the interface address) on the host's real interfaces. Inside this namespace the
+    only interfaces are loopback and a veth pair whose both ends stay inside (a private address and a
+    default route, so Chromium has a "default local address" to hide), so announcements go nowhere.
+
+    Processes join it through `exec_prefix()` (`ip netns exec`); Python code runs in it through `run()`,
+    on a thread that enters the namespace: sockets created there stay in it when used from any thread.
+    Creating one needs root and iproute2 (`unavailable_reason()`).
+    """
+
+    def __init__(self, name: str, address: str = "10.213.7.1/24") -> None:
+        self.name = name
+        self.address = address
+
+    @staticmethod
+    def unavailable_reason() -> str | None:
+        if os.geteuid() != 0:
+            return "network namespaces need root"
+        if shutil.which("ip") is None:
+            return "iproute2 (`ip`) is not installed"
+        return None
+
+    def _ip(self, *args: str, check: bool = True) -> None:
+        subprocess.run(["ip", *args], check=check, capture_output=True, timeout=10)
+
+    def create(self) -> NetNs:
+        self._ip("netns", "del", self.name, check=False)  # a leftover from a killed run
+        self._ip("netns", "add", self.name)
+        try:
+            n = ("-n", self.name)
+            self._ip(*n, "link", "set", "lo", "up")
+            self._ip(*n, "link", "add", "aero0", "type", "veth", "peer", "name", "aero1")
+            self._ip(*n, "addr", "add", self.address, "dev", "aero0")
+            self._ip(*n, "link", "set", "aero0", "up")
+            self._ip(*n, "link", "set", "aero1", "up")
+            self._ip(*n, "route", "add", "default", "dev", "aero0")
+        except BaseException:
+            self.delete()
+            raise
+        return self
+
+    def delete(self) -> None:
+        self._ip("netns", "del", self.name, check=False)
+
+    def exec_prefix(self) -> list[str]:
+        return ["ip", "netns", "exec", self.name]
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """Call `fn` on a thread inside the namespace and return its result (or raise its error)."""
+        result: list[T] = []
+        error: list[BaseException] = []
+
+        def enter_and_call() -> None:
+            try:
+                fd = os.open(f"/run/netns/{self.name}", os.O_RDONLY)
+                try:
+                    if _libc().setns(fd, _CLONE_NEWNET) != 0:
+                        err = ctypes.get_errno()
+                        raise OSError(err, f"setns({self.name}): {os.strerror(err)}")
+                finally:
+                    os.close(fd)
+                result.append(fn())
+            except BaseException as err:
+                error.append(err)
+
+        thread = threading.Thread(target=enter_and_call, name=f"netns-{self.name}")
+        thread.start()
+        thread.join()
+        if error:
+            raise error[0]
+        return result[0]
+
+    def chromium_wrapper(self, directory: Path, chromium: str) -> Path:
+        """An executable that starts `chromium` inside the namespace (for Playwright's executable_path)."""
+        path = directory / "chromium-in-netns"
+        path.write_text(f'#!/bin/sh\nexec ip netns exec {self.name} {chromium} "$@"\n')
+        path.chmod(0o755)
+        return path
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL:
+    return ctypes.CDLL(None, use_errno=True)
 
 
 @contextlib.contextmanager

@@ -40,13 +40,16 @@ def v1_bytes(guest_port: int, ip: str, port: int, payload: bytes) -> bytes:
 
 def v2_bytes(guest_port: int, ip: str, port: int, payload: bytes) -> bytes:
     if ":" in ip:
-        return (
-            struct.pack(
-                "!BBBBH16sH", 0xA2, 0x02, 0x06, 0x00, guest_port, socket.inet_pton(socket.AF_INET6, ip), port
-            )
-            + payload
-        )
-    return struct.pack("!BBBBH4sH", 0xA2, 0x02, 0x04, 0x00, guest_port, socket.inet_aton(ip), port) + payload
+        af, packed_ip = 0x06, socket.inet_pton(socket.AF_INET6, ip)
+    else:
+        af, packed_ip = 0x04, socket.inet_aton(ip)
+    return (
+        bytes([0xA2, 0x02, af, 0x00])
+        + struct.pack("!H", guest_port)
+        + packed_ip
+        + struct.pack("!H", port)
+        + payload
+    )
 
 
 def frame_fields(version: int, guest_port: int, ip: str, port: int, payload: bytes) -> dict[str, Any]:

@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 VENV=.venv
 # Debian packages used by the real-part tests (added by the issues that need them).
-DEBIAN_PACKAGES=(iproute2)
+DEBIAN_PACKAGES=(iproute2 chromium redis-server coturn)
 
 install_debian_packages() {
   local missing=()
@@ -23,6 +23,11 @@ install_debian_packages() {
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # The tests start their own coturn/redis on loopback; never leave the distro services running
+  # (coturn's default config is an unauthenticated TURN relay on every interface).
+  if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable --now coturn redis-server >/dev/null 2>&1 || true
+  fi
 }
 
 install_python_deps() {

@@ -106,6 +106,11 @@ class Event(enum.StrEnum):
     UDP_REMOTE_ALLOWLIST_EVICTIONS_TOTAL = "udp_remote_allowlist_evictions_total"
     UDP_REMOTE_ALLOWLIST_OVERFLOW_DROPS_TOTAL = "udp_remote_allowlist_overflow_drops_total"
     UDP_PER_DEST_BUCKET_EVICTIONS = "udp_per_dest_bucket_evictions"
+    # Ours, not the original's (EXTENSION_EVENTS below):
+    # the shared session registry could not be reached (scale-out);
+    SESSION_REGISTRY_UNAVAILABLE = "session_registry_unavailable"
+    # the l2 client->backend queue overflowed (we never block the SCTP association, F-200).
+    L2_BRIDGE_DROPPED_BACKPRESSURE_TOTAL = "l2_bridge_dropped_backpressure_total"
 
 
 _E = Event
@@ -192,8 +197,21 @@ EVENT_HELP: dict[Event, str] = {
         "An inbound UDP datagram was dropped by the inbound filter (remote not allowed or expired)."
     ),
     _E.UDP_PER_DEST_BUCKET_EVICTIONS: "A per-destination rate bucket was evicted by the LRU cap.",
+    _E.SESSION_REGISTRY_UNAVAILABLE: (
+        "A shared session registry (Redis) operation failed or timed out: a new session or reservation "
+        "refused with registry_unavailable, or a lease heartbeat or release that will be retried."
+    ),
+    _E.L2_BRIDGE_DROPPED_BACKPRESSURE_TOTAL: (
+        "The backend could not keep up with the client's l2 messages: the bounded queue overflowed and "
+        "the l2 channel was closed (the udp channel is never stalled)."
+    ),
 }
 del _E
+
+#: Events this project adds to the original's 44.
+EXTENSION_EVENTS: frozenset[Event] = frozenset(
+    {Event.SESSION_REGISTRY_UNAVAILABLE, Event.L2_BRIDGE_DROPPED_BACKPRESSURE_TOTAL}
+)
 
 
 @attrs.frozen

@@ -58,7 +58,11 @@ def _authorize(ctx: RelayContext) -> AuthResult | Response:
 
 
 async def _answer(
-    ctx: RelayContext, auth: AuthResult, sdp: str, error_text: Callable[[NegotiationError], str]
+    ctx: RelayContext,
+    auth: AuthResult,
+    sdp: str,
+    error_text: Callable[[NegotiationError], str],
+    create_error_text: str | None = None,
 ) -> tuple[str, str] | Response:
     """Allocate the session, start it, apply the offer, wait for gathering: (session id, answer SDP)."""
     bridge, nursery = ctx.bridge, ctx.session_nursery
@@ -68,8 +72,12 @@ async def _answer(
         lease = await ctx.registry.acquire(auth.session_key, kind="webrtc")
     except SessionRegistryError as err:
         return registry_error_response(ctx, err)
-    scope = request.scope
-    peer = RelayPeer(ctx, bridge, lease, request_peer_info(dict(scope), auth.credential))
+    try:
+        peer = RelayPeer(ctx, bridge, lease, request_peer_info(dict(request.scope), auth.credential))
+    except Exception as err:  # F-055/F-061: NewSession failed; the lease must not leak
+        with trio.CancelScope(shield=True):
+            await ctx.registry.release(lease)
+        return json_error(500, "internal_error", create_error_text or str(err) or "failed to create session")
     await nursery.start(peer.run)
     started = trio.current_time()
     try:
@@ -104,7 +112,13 @@ def register(app: Quart, ctx: RelayContext) -> None:
         auth = _authorize(ctx)
         if isinstance(auth, Response):
             return auth
-        result = await _answer(ctx, auth, req.offer.sdp, lambda e: _OFFER_V1_TEXT.get(e.status, e.message))
+        result = await _answer(
+            ctx,
+            auth,
+            req.offer.sdp,
+            lambda e: _OFFER_V1_TEXT.get(e.status, e.message),
+            create_error_text="failed to create session",
+        )
         if isinstance(result, Response):
             return result
         _, local_sdp = result

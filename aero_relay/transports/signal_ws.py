@@ -271,7 +271,12 @@ class _SignalConnection:
             raise _Close(CLOSE_POLICY, "session_already_active", err.code, err.message) from None
         except SessionRegistryError as err:
             raise _Close(CLOSE_INTERNAL, "internal error", err.code, err.message) from None
-        peer = RelayPeer(ctx, bridge, lease, request_peer_info(self.scope, self.credential))
+        try:
+            peer = RelayPeer(ctx, bridge, lease, request_peer_info(self.scope, self.credential))
+        except Exception as err:  # F-074: NewSession failed; the lease must not leak
+            with trio.CancelScope(shield=True):
+                await ctx.registry.release(lease)
+            raise _Close(CLOSE_INTERNAL, "internal error", "internal_error", str(err)) from None
         self.peer = peer
         assert self.nursery is not None
         await self.nursery.start(peer.run)

@@ -186,25 +186,40 @@ class UdpWebSocketEndpoint:
         def end(code: int, reason: str) -> None:
             if not close:
                 close.append((code, reason))
+            ws.ctl.set_binary_sink(None)  # no frame may reach the pipeline once the session ends
             session_scope.cancel()
+
+        oversized: list[bool] = []
+
+        def count_oversized() -> None:
+            """F-093: the over-limit frame counts once, whichever of the watcher and the read loop
+            sees it first (both can, when the disconnect and the watcher wake in one batch)."""
+            if not oversized:
+                oversized.append(True)
+                self._count_oversized()
 
         quota = QuotaSession(cfg, ctx.metrics, on_hard_close=lambda: end(CLOSE_POLICY, "session closed"))
         pipeline = DatagramPipeline(
-            cfg=cfg, metrics=ctx.metrics, transport=UDP_WS, quota=quota, send_to_client=ws.send_bytes
+            cfg=cfg,
+            metrics=ctx.metrics,
+            transport=UDP_WS,
+            quota=quota,
+            send_to_client=ws.send_bytes,
+            send_batch_to_client=ws.send_bytes_batch,  # a burst of replies is one write
         )
         try:
             with session_scope:
+                # F-093: the datagram read limit is in force before the client can see "ready", so
+                # its first frame is always judged by it (setting it after the send raced that frame).
+                ws.ctl.set_max_message_size(cfg.max_datagram_payload_bytes + MAX_FRAME_OVERHEAD_BYTES)
                 await ws.send_json({"type": "ready", "sessionId": lease.session_id})  # F-092
-                ws.ctl.set_max_message_size(
-                    cfg.max_datagram_payload_bytes + MAX_FRAME_OVERHEAD_BYTES
-                )  # F-093
                 ws.ctl.touch()
                 _log.info("udp_ws_connected", session_id=lease.session_id, remote_addr=remote)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(pipeline.run)
                     nursery.start_soon(self._keepalive, ws, end)
-                    nursery.start_soon(self._watch_too_large, ws, end)
-                    await self._read_loop(ws, pipeline, end)
+                    nursery.start_soon(self._watch_too_large, ws, end, count_oversized)
+                    await self._read_loop(ws, pipeline, end, count_oversized)
                     nursery.cancel_scope.cancel()
             if session_scope.cancelled_caught and not close and ctx.shutting_down:
                 close.append((CLOSE_GOING_AWAY, "server shutting down"))
@@ -215,33 +230,45 @@ class UdpWebSocketEndpoint:
         if close:
             await ws.close(*close[0])
 
-    async def _read_loop(self, ws: WebSocketConn, pipeline: DatagramPipeline, end: Any) -> None:
+    async def _read_loop(
+        self, ws: WebSocketConn, pipeline: DatagramPipeline, end: Any, count_oversized: Any
+    ) -> None:
         handle = pipeline.handle_client_frame
-        while True:
-            try:
-                msg = await ws.receive()
-            except WebSocketDisconnect:
-                if ws.ctl.too_large:
-                    self._count_oversized()
+        ctl = ws.ctl
+        # The fast path: hypercorn hands binary frames straight to the pipeline whenever nothing is
+        # queued ahead of them (ws_hooks); the rest (and any backlog) arrives through receive().
+        ctl.set_binary_sink(handle)
+        try:
+            while True:
+                try:
+                    msg = await ws.receive()
+                except WebSocketDisconnect:
+                    if ctl.too_large:
+                        count_oversized()
+                    return
+                if isinstance(msg, bytes):
+                    handle(msg)  # F-095: one binary message is one frame
+                    continue
+                # F-094: a later {"type":"auth"} is ignored; any other text closes with 1003.
+                if _is_auth_message(msg):
+                    continue
+                ctl.set_binary_sink(None)  # frames after the bad message are not relayed
+                await ws.send_json(
+                    {"type": "error", "code": "bad_message", "message": "expected binary message"}
+                )
+                end(CLOSE_UNSUPPORTED, "expected binary message")
                 return
-            if isinstance(msg, bytes):
-                handle(msg)  # F-095: one binary message is one frame
-                continue
-            # F-094: a later {"type":"auth"} is ignored; any other text closes with 1003.
-            if _is_auth_message(msg):
-                continue
-            await ws.send_json({"type": "error", "code": "bad_message", "message": "expected binary message"})
-            end(CLOSE_UNSUPPORTED, "expected binary message")
-            return
+        finally:
+            ctl.set_binary_sink(None)
 
     def _count_oversized(self) -> None:
         self.ctx.metrics.inc(UDP_WS.dropped)
         self.ctx.metrics.inc(UDP_WS.dropped_oversized)
 
-    async def _watch_too_large(self, ws: WebSocketConn, end: Any) -> None:
+    async def _watch_too_large(self, ws: WebSocketConn, end: Any, count_oversized: Any) -> None:
         """F-093: a frame over the read limit ends the connection (hypercorn already sent 1009)."""
         await ws.ctl.too_large_event.wait()
-        self._count_oversized()
+        count_oversized()
         ws.closed = True  # the close handshake is already under way
         end(1009, "")
 

@@ -8,13 +8,13 @@ errors are ignored); reads raise `WebSocketDisconnect`.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import trio
 
 from aero_relay.transports.http_util import go_json
-from aero_relay.transports.ws_hooks import WsControl, ws_control
+from aero_relay.transports.ws_hooks import SINK_ERROR_MESSAGE, WsControl, ws_control
 
 __all__ = ["WebSocketConn", "WebSocketDisconnect"]
 
@@ -39,8 +39,13 @@ class WebSocketConn:
         self.accepted = False
         self.closed = False
 
-    async def wait_connect(self) -> bool:
+    async def _next(self) -> dict[str, Any]:
         msg = await self._receive()
+        self.ctl.taken()  # off hypercorn's queue (the binary fast path waits for none left)
+        return msg
+
+    async def wait_connect(self) -> bool:
+        msg = await self._next()
         return bool(msg["type"] == "websocket.connect")
 
     async def accept(self) -> None:
@@ -59,19 +64,26 @@ class WebSocketConn:
         """The next data message; raises WebSocketDisconnect when the peer is gone."""
         if self.closed:
             raise WebSocketDisconnect(1006)
-        msg = await self._receive()
+        msg = await self._next()
         kind = msg["type"]
         if kind == "websocket.receive":
             data = msg.get("bytes")
             if data is not None:
                 return bytes(data)
             return str(msg.get("text") or "")
+        if kind == SINK_ERROR_MESSAGE and self.ctl.sink_error is not None:
+            raise self.ctl.sink_error  # the binary sink's own exception, raised here in the app
         self.closed = True
         raise WebSocketDisconnect(int(msg.get("code", 1006)))
 
     async def send_bytes(self, data: bytes) -> None:
         if not self.closed:
             await self._send({"type": "websocket.send", "bytes": data})
+
+    async def send_bytes_batch(self, frames: Sequence[bytes]) -> None:
+        """Send each frame as one binary message, in one write (`WsControl.send_binary_batch`)."""
+        if not self.closed:
+            await self.ctl.send_binary_batch(frames)
 
     async def send_text(self, text: str) -> None:
         if not self.closed:

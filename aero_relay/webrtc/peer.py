@@ -7,16 +7,32 @@ message, hard close on violations, the signaling WebSocket closing, server shutd
 the session scope; the peer connection is closed in a shielded `finally` with a deadline.
 
 aiortc callbacks reach Trio only through a bounded memory channel (`forward_to_trio`).
+
+Hardening decisions:
+
+- A `udp` or `l2` channel gets a message handler inside aiortc's `datachannel` callback, not
+  later in a Trio task: aiortc emits messages right after the channel event (a browser may send
+  before the DCEP ACK, in the same SCTP packet), so a late handler would lose the first ones.
+- `negotiate()` and `add_remote_candidate()` run in the caller's task but are linked to the
+  session: ending the session cancels them, and the teardown waits for them to unwind before
+  closing the peer connection (no ICE gathering, hence no socket or TURN allocation, can
+  continue on a closed peer).
+- Teardown follows F-104: the quota session and the lease (MAX_SESSIONS slot, JWT sid) are
+  released first, then the peer connection is closed, so a client can reuse its sid as soon as
+  the session is gone (F-078).
+- `live_peers(ctx)` lists the sessions whose peer connection is not closed yet (leak checks).
 """
 
 from __future__ import annotations
 
 import contextlib
+import weakref
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
 import trio
-from aiortc import RTCDataChannel, RTCIceCandidate, RTCSessionDescription
+from aiortc import InvalidStateError, RTCDataChannel, RTCIceCandidate, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
 from aero_relay.context import RelayContext
@@ -41,6 +57,7 @@ __all__ = [
     "RelayPeer",
     "is_udp_channel_ok",
     "l2_rejection_reason",
+    "live_peers",
     "sdp_candidates",
 ]
 
@@ -51,6 +68,17 @@ _log = get_logger("aero_relay.webrtc")
 _EVENT_QUEUE = 256
 _UDP_MESSAGE_QUEUE = 1024
 _PEER_CLOSE_TIMEOUT = 5.0
+# How long a close waits for a DTLS handshake in flight to finish (normally milliseconds).
+_HANDSHAKE_SETTLE_TIMEOUT = 1.0
+
+# Sessions whose peer connection is not closed yet, per relay (added at construction, removed
+# once `run()` has closed the peer): a session that never ran or never closed stays visible.
+_LIVE: weakref.WeakKeyDictionary[RelayContext, set[RelayPeer]] = weakref.WeakKeyDictionary()
+
+
+def live_peers(ctx: RelayContext) -> tuple[RelayPeer, ...]:
+    """The relay's sessions whose RTCPeerConnection is not closed yet."""
+    return tuple(_LIVE.get(ctx, ()))
 
 
 class NegotiationError(Exception):
@@ -114,20 +142,30 @@ class RelayPeer:
             PeerHardening.from_config(cfg),
             on_reassembly_overflow=lambda ev: self._post(_Overflow(ev)),
         )
-        self.pc.on("datachannel", forward_to_trio(self._events_send))
+        self.pc.on("datachannel", self._intake_datachannel)
         self.pc.on(
             "connectionstatechange", lambda: self._post(_StateChanged("connection", self.pc.connectionState))
         )
         self.pc.on(
             "iceconnectionstatechange", lambda: self._post(_StateChanged("ice", self.pc.iceConnectionState))
         )
-        self.scope = ctx.open_session_scope()
         self.connected = trio.Event()
         self.end_reason = ""
         self.quota = QuotaSession(cfg, ctx.metrics, on_hard_close=lambda: self.close("hard_close"))
         self._udp_channel: RTCDataChannel | None = None
         self._l2_channel: RTCDataChannel | None = None
+        # Message queues of `udp` channels, filled from aiortc's callback until routed.
+        self._inboxes: dict[RTCDataChannel, trio.MemoryReceiveChannel[bytes | str]] = {}
+        self.udp_pipeline: DatagramPipeline | None = None  # the live udp channel's pipeline
+        # Negotiation steps running in callers' tasks, cancelled when the session ends.
+        self._ops: set[trio.CancelScope] = set()
+        self._ops_idle = trio.Event()
+        self._ops_idle.set()
+        self._ended = False
         self.finished = trio.Event()
+        # Last, so a failure above leaves nothing registered.
+        self.scope = ctx.open_session_scope()
+        _LIVE.setdefault(ctx, set()).add(self)
 
     def _post(self, event: object) -> None:
         # A full queue loses nothing that matters: state events are re-read from the peer.
@@ -138,16 +176,47 @@ class RelayPeer:
         """End the session (idempotent): cancel its scope; `run()` tears everything down."""
         if not self.end_reason:
             self.end_reason = reason
+        self._ended = True
         self.scope.cancel()
+        for op in self._ops:
+            op.cancel()
+
+    @contextlib.contextmanager
+    def _session_op(self) -> Iterator[trio.CancelScope]:
+        """A cancel scope for a negotiation step in a caller's task, cancelled with the session."""
+        scope = trio.CancelScope()
+        if self._ended:
+            scope.cancel()
+        if not self._ops:
+            self._ops_idle = trio.Event()
+        self._ops.add(scope)
+        try:
+            with scope:
+                yield scope
+        finally:
+            self._ops.discard(scope)
+            if not self._ops:
+                self._ops_idle.set()
 
     # --- negotiation -------------------------------------------------------------------------
 
     async def negotiate(self, offer_sdp: str) -> str:
-        """Apply the offer, create and set the answer; return the local SDP (candidates included)."""
-        pc = self.pc
+        """Apply the offer, create and set the answer; return the local SDP (candidates included).
+
+        Raises NegotiationError; (500, "session closed") when the session ended meanwhile.
+        """
         if not any(line.startswith("m=application") for line in offer_sdp.splitlines()):
             # aiortc would answer an offer without a data section; the relay has nothing to offer it.
             raise NegotiationError(400, "offer has no data channel section (m=application)")
+        local: str | None = None
+        with self._session_op():
+            local = await self._negotiate(offer_sdp)
+        if local is None:
+            raise NegotiationError(500, "session closed")
+        return local
+
+    async def _negotiate(self, offer_sdp: str) -> str:
+        pc = self.pc
         try:
             await run_aio(
                 self.bridge, pc.setRemoteDescription, RTCSessionDescription(sdp=offer_sdp, type="offer")
@@ -176,7 +245,8 @@ class RelayPeer:
     async def add_remote_candidate(
         self, candidate: str, sdp_mid: str | None, sdp_mline_index: int | None
     ) -> None:
-        """F-076: an empty candidate string is end-of-candidates and is ignored."""
+        """F-076: an empty candidate string is end-of-candidates and is ignored; so is any
+        candidate once the session has ended."""
         text = candidate.strip()
         if not text:
             return
@@ -188,12 +258,13 @@ class RelayPeer:
             raise NegotiationError(400, f"invalid candidate: {err}") from None
         ice.sdpMid = sdp_mid
         ice.sdpMLineIndex = sdp_mline_index
-        try:
-            await run_aio(self.bridge, self.pc.addIceCandidate, ice)
-        except trio.Cancelled:
-            raise
-        except Exception as err:
-            raise NegotiationError(400, _err_text(err, "failed to add ICE candidate")) from None
+        with self._session_op():
+            try:
+                await run_aio(self.bridge, self.pc.addIceCandidate, ice)
+            except trio.Cancelled:
+                raise
+            except Exception as err:
+                raise NegotiationError(400, _err_text(err, "failed to add ICE candidate")) from None
 
     # --- the session -------------------------------------------------------------------------
 
@@ -207,18 +278,56 @@ class RelayPeer:
                     task_status.started()
                     await self._events(nursery)
         finally:
+            if not self.end_reason and ctx.shutting_down:
+                self.end_reason = "shutdown"
+            self.close(self.end_reason or "closed")  # cancels negotiation steps in other tasks
             self.quota.closed = True
             ctx.close_session_scope(self.scope)
             self._events_send.close()
+            for inbox in self._inboxes.values():
+                inbox.close()
+            self._inboxes.clear()
             with trio.CancelScope(shield=True):
-                await close_peer(self.bridge, self.pc, timeout=_PEER_CLOSE_TIMEOUT)
+                # F-104: release the slot and the sid first, then close the peer connection.
                 await ctx.registry.release(self.lease)
-            if not self.end_reason and ctx.shutting_down:
-                self.end_reason = "shutdown"
+                with trio.move_on_after(_PEER_CLOSE_TIMEOUT):
+                    await self._ops_idle.wait()
+                await self._close_pc()
+            live = _LIVE.get(ctx)
+            if live is not None:
+                live.discard(self)
             _log.debug(
                 "webrtc session closed", session_id=self.session_id, reason=self.end_reason or "closed"
             )
             self.finished.set()
+
+    async def _close_pc(self) -> None:
+        """Close the peer connection (shielded, bounded).
+
+        aiortc 1.16's `close()` does not stop a DTLS handshake in progress: the connect task can
+        then finish it and start SCTP on the closed peer (INIT retransmission timers for minutes),
+        and the client is never told (no close_notify, no ABORT). So a running handshake is given
+        a moment to settle first, and whatever still came alive after `close()` is stopped.
+        """
+        pc = self.pc
+        sctp = pc.sctp
+        dtls = sctp.transport if sctp is not None else None
+        with trio.CancelScope(shield=True):
+            if dtls is not None and dtls.state == "connecting":
+                settled = trio.Event()
+                dtls.on("statechange", settled.set)
+                with trio.move_on_after(_HANDSHAKE_SETTLE_TIMEOUT):
+                    await settled.wait()
+                dtls.remove_listener("statechange", settled.set)
+            if not await close_peer(self.bridge, pc, timeout=_PEER_CLOSE_TIMEOUT):
+                _log.warn("webrtc peer close timed out", session_id=self.session_id)
+            if (
+                sctp is not None
+                and dtls is not None
+                and (sctp.state != "closed" or dtls.state == "connected")
+            ):
+                _log.debug("webrtc transports started after close", session_id=self.session_id)
+                await close_peer(self.bridge, _LateTransports(sctp, dtls), timeout=_PEER_CLOSE_TIMEOUT)
 
     async def _connect_timeout(self) -> None:
         """F-101: connected = PC connected, or ICE connected/completed, within the timeout."""
@@ -265,23 +374,66 @@ class RelayPeer:
 
     # --- DataChannels ------------------------------------------------------------------------
 
+    def _intake_datachannel(self, channel: RTCDataChannel) -> None:
+        """aiortc's `datachannel` handler (sync, on the bridge loop): queue the channel for routing.
+
+        The messages of a `udp` (or, with L2 on, an `l2`) channel are queued from this moment
+        (module docstring); the routed channel's handler takes the queue over. When the session
+        cannot take the channel (its event queue is full or closed), the channel is closed.
+        """
+        label = channel.label
+        if label == "udp" or (label == "l2" and self.ctx.config.l2_enabled):
+            send, recv = trio.open_memory_channel[bytes | str](_UDP_MESSAGE_QUEUE)
+            metrics = self.ctx.metrics
+
+            def on_drop(_msg: object) -> None:
+                # The Trio side is behind. An unreliable udp channel drops (counted); an l2 stream
+                # cannot lose a message, so the l2 channel fails instead (F-221: only it closes).
+                if label == "udp":
+                    metrics.inc(WEBRTC_UDP.datagrams_in)
+                    metrics.inc(WEBRTC_UDP.dropped)
+                else:
+                    channel.close()
+
+            channel.on("message", forward_to_trio(send, on_drop=on_drop))
+            channel.on("close", send.close)
+            self._inboxes[channel] = recv
+        try:
+            self._events_send.send_nowait(channel)
+        except (trio.WouldBlock, trio.ClosedResourceError, trio.BrokenResourceError):
+            self._reject(channel)
+
+    def _reject(self, channel: RTCDataChannel) -> None:
+        """Close a channel the session does not use; its queued messages are discarded uncounted."""
+        inbox = self._inboxes.pop(channel, None)
+        if inbox is not None:
+            channel.remove_all_listeners("message")
+            inbox.close()
+        channel.close()
+
     def _on_datachannel(self, channel: RTCDataChannel, nursery: trio.Nursery) -> None:
         """F-106..F-110: route by label; reject bad reliability, duplicates and unknown labels."""
         metrics = self.ctx.metrics
         label = channel.label
         if label == "udp":
             if not is_udp_channel_ok(channel):
-                channel.close()  # F-107: no metric, no log
+                self._reject(channel)  # F-107: no metric, no log
                 return
-            if self._udp_channel is not None:
+            current = self._udp_channel
+            # F-108: a closed first channel frees the slot even before its task has finished.
+            if current is not None and current.readyState not in ("closing", "closed"):
                 metrics.inc(Event.WEBRTC_DATACHANNEL_REJECTED_DUPLICATE_UDP)
-                channel.close()
+                self._reject(channel)
+                return
+            inbox = self._inboxes.pop(channel, None)
+            if inbox is None:  # not taken in by _intake_datachannel; cannot happen
+                self._reject(channel)
                 return
             self._udp_channel = channel
-            nursery.start_soon(self._run_udp_channel, channel)
+            nursery.start_soon(self._run_udp_channel, channel, inbox)
         elif label == "l2":
             if not self.ctx.config.l2_enabled:
-                channel.close()  # F-109: L2 off -> closed silently
+                self._reject(channel)  # F-109: L2 off -> closed silently
                 return
             reason = l2_rejection_reason(channel)
             if reason is not None:
@@ -295,34 +447,43 @@ class RelayPeer:
                     max_packet_life_time=channel.maxPacketLifeTime,
                     err="",
                 )
-                channel.close()
+                self._reject(channel)
                 return
-            if self._l2_channel is not None:
+            current_l2 = self._l2_channel
+            # As for udp: a closed first channel frees the slot even before its bridge has finished.
+            if current_l2 is not None and current_l2.readyState not in ("closing", "closed"):
                 metrics.inc(Event.WEBRTC_DATACHANNEL_REJECTED_DUPLICATE_L2)
-                channel.close()
+                self._reject(channel)
                 return
-            # The L2 bridge is a separate component (issue: L2 tunnel bridge); until it lands
-            # an accepted-looking channel must not be left dangling.
-            channel.close()
+            from aero_relay.webrtc.l2bridge import L2Bridge  # here: the module imports PeerInfo
+
+            def release_l2() -> None:
+                if self._l2_channel is channel:
+                    self._l2_channel = None
+
+            self._l2_channel = channel
+            l2_bridge = L2Bridge(
+                channel,
+                cfg=self.ctx.config,
+                metrics=metrics,
+                quota=self.quota,  # F-220: the udp channel's budget and violation counter
+                session_id=self.session_id,
+                info=self.info,
+                close_session=self.close,
+                on_done=release_l2,
+                early=self._inboxes.pop(channel, None),
+            )
+            nursery.start_soon(l2_bridge.run)
         else:
             metrics.inc(Event.WEBRTC_DATACHANNEL_REJECTED_UNKNOWN_LABEL)
             channel.close()
 
-    async def _run_udp_channel(self, channel: RTCDataChannel) -> None:
+    async def _run_udp_channel(
+        self, channel: RTCDataChannel, recv: trio.MemoryReceiveChannel[bytes | str]
+    ) -> None:
         ctx = self.ctx
         cfg = ctx.config
         metrics = ctx.metrics
-        send, recv = trio.open_memory_channel[Any](_UDP_MESSAGE_QUEUE)
-
-        def on_drop(_msg: object) -> None:
-            metrics.inc(WEBRTC_UDP.datagrams_in)
-            metrics.inc(WEBRTC_UDP.dropped)
-
-        channel.on("message", forward_to_trio(send, on_drop=on_drop))
-        channel.on("close", send.close)
-        if channel.readyState == "closed":
-            send.close()
-
         queue_limit = cfg.datachannel_send_queue_bytes
 
         async def send_to_client(frame: bytes) -> None:
@@ -333,7 +494,12 @@ class RelayPeer:
                 metrics.inc(WEBRTC_UDP.dropped)
                 metrics.inc(WEBRTC_UDP.dropped_backpressure)
                 raise trio.BrokenResourceError
-            channel.send(frame)
+            try:
+                channel.send(frame)
+            except (ValueError, InvalidStateError):
+                # The client's a=max-message-size is below this frame: a write error, ignored
+                # like the original's (F-096, F-128); it must not end the session.
+                raise trio.BrokenResourceError from None
 
         pipeline = DatagramPipeline(
             cfg=cfg, metrics=metrics, transport=WEBRTC_UDP, quota=self.quota, send_to_client=send_to_client
@@ -343,20 +509,19 @@ class RelayPeer:
         try:
             async with trio.open_nursery() as nursery:
                 await nursery.start(pipeline.run)
+                self.udp_pipeline = pipeline
                 async for msg in recv:
+                    if isinstance(msg, str):
+                        # The cap is on bytes (Go's len); a character is at most 4 UTF-8 bytes.
+                        size = len(msg) if len(msg) * 4 <= dc_max else len(msg.encode())
+                        if size > dc_max:  # F-111, before F-112
+                            self._udp_message_too_large(size, dc_max)
+                            return
+                        continue  # F-112
                     size = len(msg)
                     if size > dc_max:  # F-111: the whole session closes
-                        metrics.inc(Event.WEBRTC_DATACHANNEL_UDP_MESSAGE_TOO_LARGE)
-                        _log.warn(
-                            "udp datachannel message too large",
-                            session_id=self.session_id,
-                            msg_bytes=size,
-                            max_bytes=dc_max,
-                        )
-                        self.close("udp_message_too_large")
+                        self._udp_message_too_large(size, dc_max)
                         return
-                    if isinstance(msg, str):
-                        continue  # F-112
                     if size > frame_max:  # F-113: only the udp channel closes
                         metrics.inc(WEBRTC_UDP.datagrams_in)
                         metrics.inc(WEBRTC_UDP.dropped)
@@ -371,10 +536,41 @@ class RelayPeer:
                     pipeline.handle_client_frame(msg)
                 nursery.cancel_scope.cancel()
         finally:
+            recv.close()
+            pipeline.close()
+            if self.udp_pipeline is pipeline:
+                self.udp_pipeline = None
             if channel.readyState != "closed":
                 channel.close()
             if self._udp_channel is channel:
                 self._udp_channel = None  # F-108: a new udp channel may be opened later
+            sctp = self.pc.sctp
+            if not self._ended and sctp is not None and sctp.state == "closed":
+                # F-103: the association is gone (every channel closed with it): so is the session.
+                _log.warn("sctp transport closed", session_id=self.session_id, err="")
+                self.close("sctp_closed")
+
+    def _udp_message_too_large(self, size: int, dc_max: int) -> None:
+        """F-111: a message over WEBRTC_DATACHANNEL_MAX_MESSAGE_BYTES closes the whole session."""
+        self.ctx.metrics.inc(Event.WEBRTC_DATACHANNEL_UDP_MESSAGE_TOO_LARGE)
+        _log.warn(
+            "udp datachannel message too large", session_id=self.session_id, msg_bytes=size, max_bytes=dc_max
+        )
+        self.close("udp_message_too_large")
+
+
+@attrs.define
+class _LateTransports:
+    """SCTP and DTLS transports that aiortc started after the peer connection closed."""
+
+    sctp: Any
+    dtls: Any
+
+    async def close(self) -> None:
+        if self.sctp.state != "closed":
+            await self.sctp.stop()  # cancels its timers; the ABORT cannot be sent any more
+        if self.dtls.state == "connected":
+            await self.dtls.stop()  # cancels its receive task
 
 
 def _err_text(err: BaseException, fallback: str) -> str:
