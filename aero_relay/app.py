@@ -12,7 +12,7 @@ from werkzeug.exceptions import HTTPException, MethodNotAllowed, NotFound
 from aero_relay.context import RelayContext
 from aero_relay.middleware import ASGIApp, HttpMiddleware
 from aero_relay.observability.logging import get_logger
-from aero_relay.transports import health, ice, offer, session, ws_hooks
+from aero_relay.transports import health, hypercorn_fixes, ice, offer, session, ws_hooks
 from aero_relay.transports.http_util import json_response, text_response
 from aero_relay.transports.signal_ws import SignalWebSocketEndpoint
 from aero_relay.transports.udp_ws import UdpWebSocketEndpoint
@@ -89,6 +89,7 @@ class _WebSocketRouter:
 def create_app(ctx: RelayContext) -> ASGIApp:
     """The ASGI callable hypercorn serves: middleware (F-008) around the WebSocket router and Quart."""
     ws_hooks.install()
+    hypercorn_fixes.install()
     quart_app = create_quart_app(ctx)
     router = _WebSocketRouter(
         quart_app, {"/udp": UdpWebSocketEndpoint(ctx), "/webrtc/signal": SignalWebSocketEndpoint(ctx)}

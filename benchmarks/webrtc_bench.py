@@ -299,9 +299,15 @@ def bench_connect(page: Page, relay: Relay, args: argparse.Namespace) -> dict[st
     out: dict[str, Any] = {}
     for via in ("signal", "webrtc-offer"):
         times: list[float] = []
+        marks: dict[str, list[float]] = {}
         for _ in range(args.connects):
             sid = open_session(page, relay, via)
-            times.append(float(page.evaluate("id => AeroRtc.session(id).connectMs()", sid)))
+            got = page.evaluate(
+                "id => { const s = AeroRtc.session(id); return [s.connectMs(), s.marks]; }", sid
+            )
+            times.append(float(got[0]))
+            for name, ms in got[1].items():
+                marks.setdefault(name, []).append(float(ms))
             close_session(page, sid)
             time.sleep(0.05)  # let the relay tear the session down before the next one
         out[via] = {
@@ -310,6 +316,8 @@ def bench_connect(page: Page, relay: Relay, args: argparse.Namespace) -> dict[st
             "p95_ms": round(percentile(times, 0.95), 1),
             "min_ms": round(min(times), 1),
             "max_ms": round(max(times), 1),
+            # Where the time goes: p50 of each step's time since page start.
+            "steps_p50_ms": {name: round(percentile(v, 0.5), 1) for name, v in marks.items()},
         }
     return out
 
@@ -571,7 +579,11 @@ def print_report(results: dict[str, Any]) -> None:
     if c:
         print("\nconnect (page start -> DataChannel open)")
         for via, r in c.items():
-            print(f"  {via:13s} n={r['sessions']:3d}  p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms")
+            steps = ", ".join(f"{k} {v:.0f}" for k, v in r["steps_p50_ms"].items())
+            print(
+                f"  {via:13s} n={r['sessions']:3d}  p50 {r['p50_ms']:7.1f} ms  p95 {r['p95_ms']:7.1f} ms"
+                f"  (p50 ms since start: {steps})"
+            )
     rows = [("scenario", "payload", "dgrams/s", "rt/s", "rtt p50/p99 ms", "loss", "relay cpu", "us/dgram",
              "dgrams/cpu-s", "chromium cpu", "other load")]  # fmt: skip
     for r in results.get("echo", []):

@@ -171,6 +171,7 @@ def assert_loopback_path(rtc: BrowserRtc, relay: Relay, *, signal: str = "loopba
             for c in relay_ice_checks(relay, relay_port)
         )
 
+    # aioice logs its checks at INFO, which the relay passes on only at log level debug (dev's default).
     assert wait_until(relay_saw_loopback_pair, timeout=2.0), relay_ice_checks(relay, relay_port)
     for local, _, remote, _, _ in relay_ice_checks(relay, relay_port):
         assert local == LOOPBACK4 and remote == LOOPBACK4, relay_ice_checks(relay, relay_port)
@@ -189,7 +190,7 @@ def connected_signal(page: Page, relay: Relay, **kwargs: Any) -> BrowserRtc:
 def test_signal_trickle_loopback_only_v1_and_v2_echo(
     page: Page, api_key_relay: Relay, udp_echo: UdpEcho
 ) -> None:
-    """F-063, F-075, F-085, F-106, F-107, F-120: auth message, offer, then the relay's answer and its
+    """F-063, F-072, F-075, F-106, F-107, F-120: auth message, offer, then the relay's answer and its
     candidates; the channel opens over loopback and frames echo byte for byte (PREFER_V2: v2 replies
     once the client sent v2, sticky)."""
     rtc = connected_signal(page, api_key_relay, auth={"apiKey": API_KEY})
@@ -480,8 +481,8 @@ def assert_mdns_candidates_sent(rtc: BrowserRtc) -> None:
 
 
 def test_trickled_mdns_candidates_do_not_break_connectivity(mdns_lab: MdnsLab) -> None:
-    """F-099 (hook i): Chromium's `.local` candidates, trickled, are dropped unresolved; the relay
-    learns the browser's address from its checks (peer-reflexive) and the channel works."""
+    """aiortc gap i (webrtc/hooks.py): Chromium's `.local` candidates, trickled, are dropped unresolved;
+    the relay learns the browser's address from its checks (peer-reflexive) and the channel works."""
     lab = mdns_lab
     rtc = BrowserRtc.signal(lab.page, lab.relay.ws_url("/webrtc/signal"), signal="mdns")
     assert rtc.wait_open(), rtc.summary()
@@ -493,7 +494,7 @@ def test_trickled_mdns_candidates_do_not_break_connectivity(mdns_lab: MdnsLab) -
 
 
 def test_mdns_candidates_in_a_non_trickle_offer_do_not_break_connectivity(mdns_lab: MdnsLab) -> None:
-    """F-099 (hook i): the same with the `.local` candidates inside a POST /webrtc/offer SDP."""
+    """aiortc gap i (webrtc/hooks.py): the same, the `.local` candidates inside a POST /webrtc/offer SDP."""
     lab = mdns_lab
     rtc = BrowserRtc.http(lab.page, lab.relay.base_url + "/webrtc/offer", "webrtc", signal="mdns")
     assert rtc.wait_open(), rtc.summary()

@@ -123,6 +123,7 @@
     constructor(opts = {}) {
       this.t0 = performance.now();
       this.tOpen = null;
+      this.marks = {}; // ms since t0 of each negotiation step (for the benchmark's breakdown)
       this.policy = opts.signal || "loopback";
       this.messages = new Queue();
       this.signals = new Queue();
@@ -212,7 +213,9 @@
       });
       const offer = await this.pc.createOffer();
       await this.pc.setLocalDescription(offer);
+      this.mark("localDescription");
       if (!(await wsOpen)) return false;
+      this.mark("wsOpen");
       if (auth) send({ type: "auth", ...auth });
       const withheld = [];
       send({ type: "offer", sdp: { type: "offer", sdp: sanitizeSdp(offer.sdp, this.policy, withheld) } });
@@ -225,6 +228,7 @@
     async _applySignal(msg) {
       if (!msg || typeof msg !== "object") return;
       if (msg.type === "answer") {
+        this.mark("answer");
         await this.pc.setRemoteDescription(msg.sdp);
         this.candidates.remote.push(...sdpCandidates(msg.sdp.sdp));
       } else if (msg.type === "candidate") {
@@ -244,7 +248,9 @@
           if (this.pc.iceGatheringState === "complete") resolve(true);
         });
       });
+      this.mark("localDescription");
       await withTimeout(gathered, 3000, false);
+      this.mark("gathered");
       const local = this.pc.localDescription.sdp;
       for (const c of sdpCandidates(local)) this.candidates.gathered.push({ candidate: c, cls: candidateClass(c) });
       const sdp = sanitizeSdp(local, this.policy, this.candidates.withheld);
@@ -258,6 +264,7 @@
         body,
       });
       const text = await resp.text();
+      this.mark("answer");
       let json = null;
       try {
         json = JSON.parse(text);
@@ -282,6 +289,10 @@
     async waitOpen(timeoutMs) {
       if (this.started && !(await this.started)) return false;
       return withTimeout(this.opened, timeoutMs, false);
+    }
+
+    mark(name) {
+      if (!(name in this.marks)) this.marks[name] = performance.now() - this.t0;
     }
 
     connectMs() {
@@ -328,6 +339,7 @@
     summary() {
       return {
         connectMs: this.connectMs(),
+        marks: this.marks,
         candidates: this.candidates,
         sentTexts: this.sentTexts,
         states: this.states,

@@ -16,6 +16,7 @@ Each :class:`Target` has
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import ipaddress
@@ -27,7 +28,15 @@ from typing import Any
 
 import attrs
 
-from aero_relay.config import POLICY_ENV_VARS, SETTINGS, Config, ConfigError, HelpRequested, effective_items, load
+from aero_relay.config import (
+    POLICY_ENV_VARS,
+    SETTINGS,
+    Config,
+    ConfigError,
+    HelpRequested,
+    effective_items,
+    load,
+)
 from aero_relay.core.auth import AuthError, JWTClaims, verify_jwt
 from aero_relay.core.frames import FrameError, decode, encode, encode_reply
 from aero_relay.core.origin import (
@@ -96,7 +105,11 @@ def _mutate_text(r: random.Random, s: str, alphabet: str = _WEIRD_CHARS) -> str:
             s = s[:i] + s[i + 1 :]
         elif op == 2 and s:
             j = min(i, len(s) - 1)
-            s = s[:j] + chr(r.randrange(0x20, 0x7F) if r.random() < 0.7 else r.randrange(0x110000)) + s[j + 1 :]
+            s = (
+                s[:j]
+                + chr(r.randrange(0x20, 0x7F) if r.random() < 0.7 else r.randrange(0x110000))
+                + s[j + 1 :]
+            )
         elif op == 3:
             s = s[:i]
         elif op == 4:
@@ -206,9 +219,27 @@ def gen_frame(r: random.Random) -> tuple[bytes, int]:
 # --- 2. signaling message parser (F-070, F-071) ---------------------------------------------------
 
 _SIGNAL_KEYS = (
-    "type", "apiKey", "token", "sdp", "candidate", "sdpMid", "sdpMLineIndex", "usernameFragment",
-    "code", "message", "version", "offer", "TYPE", "Type", "ſdp", "apikey", "APIKEY", "to\u212aen", "x", "",
-)  # fmt: skip
+    "type",
+    "apiKey",
+    "token",
+    "sdp",
+    "candidate",
+    "sdpMid",
+    "sdpMLineIndex",
+    "usernameFragment",
+    "code",
+    "message",
+    "version",
+    "offer",
+    "TYPE",
+    "Type",
+    "ſdp",
+    "apikey",
+    "APIKEY",
+    "to\u212aen",
+    "x",
+    "",
+)
 _SIGNAL_TYPES = ("auth", "offer", "answer", "candidate", "close", "error", "", "AUTH", "ping", "auth ")
 
 
@@ -217,10 +248,28 @@ def _json_value(r: random.Random, depth: int = 0) -> Any:
     if depth > 3 or roll < 0.45:
         return r.choice(
             (
-                None, True, False, 0, -1, 1, 2**31, 2**63, -(2**63) - 1, 1.5, -0.0, 1e300,
-                "", "x", "offer", "auth", "\u0000", "\ud800", "é", "a" * r.randint(0, 40),
+                None,
+                True,
+                False,
+                0,
+                -1,
+                1,
+                2**31,
+                2**63,
+                -(2**63) - 1,
+                1.5,
+                -0.0,
+                1e300,
+                "",
+                "x",
+                "offer",
+                "auth",
+                "\u0000",
+                "\ud800",
+                "é",
+                "a" * r.randint(0, 40),
             )
-        )  # fmt: skip
+        )
     if roll < 0.7:
         return [_json_value(r, depth + 1) for _ in range(r.randint(0, 3))]
     return {r.choice(_SIGNAL_KEYS): _json_value(r, depth + 1) for _ in range(r.randint(0, 4))}
@@ -244,7 +293,9 @@ def _signal_message(r: random.Random) -> dict[str, Any]:
         if r.random() < 0.5:
             cand["sdpMid"] = r.choice(("0", None)) if valid else r.choice(("0", None, 0))
         if r.random() < 0.5:
-            cand["sdpMLineIndex"] = r.choice((0, 1, 65535, None)) if valid else r.choice((-1, 65536, 1.5, "0"))
+            cand["sdpMLineIndex"] = (
+                r.choice((0, 1, 65535, None)) if valid else r.choice((-1, 65536, 1.5, "0"))
+            )
         if r.random() < 0.3:
             cand["usernameFragment"] = r.choice(("u", None))
         msg["candidate"] = cand
@@ -269,8 +320,15 @@ def gen_signal(r: random.Random) -> str:
         # Duplicate keys (the last wins in Go) are not expressible with a dict.
         text = '{"type":"close",' + text[1:]
     if r.random() < 0.1:  # Go matches field names case-insensitively, with Unicode folding
-        old, new = r.choice((('"type"', '"TYPE"'), ('"sdp"', '"\u017fdp"'), ('"token"', '"to\u212aen"'),
-                             ('"apiKey"', '"APIKEY"'), ('"candidate"', '"Candidate"')))
+        old, new = r.choice(
+            (
+                ('"type"', '"TYPE"'),
+                ('"sdp"', '"\u017fdp"'),
+                ('"token"', '"to\u212aen"'),
+                ('"apiKey"', '"APIKEY"'),
+                ('"candidate"', '"Candidate"'),
+            )
+        )
         text = text.replace(old, new, 1)
     if r.random() < 0.2:
         text = _mutate_text(r, text, '{}[]",:\\ \t\n0eE-+.NaInfity\x00\ud800é' + _WEIRD_CHARS)
@@ -331,8 +389,23 @@ def _b64url(data: bytes) -> str:
 
 def _claim(r: random.Random, now: int, kind: str) -> Any:
     if kind == "time":
-        return r.choice((now + 60, now + 1, now, now - 1, now - 3600, 2**63 - 1, 2**63, -1, 0, 1.0 * now + 60,
-                         str(now + 60), None, True))  # fmt: skip
+        return r.choice(
+            (
+                now + 60,
+                now + 1,
+                now,
+                now - 1,
+                now - 3600,
+                2**63 - 1,
+                2**63,
+                -1,
+                0,
+                1.0 * now + 60,
+                str(now + 60),
+                None,
+                True,
+            )
+        )
     return r.choice(("s", "", " ", "alice", "\ud800", "é", 1, None, False, ["s"], {"a": 1}))
 
 
@@ -344,12 +417,30 @@ def gen_jwt(r: random.Random) -> tuple[str, int]:
     header: Any = {"alg": "HS256", "typ": "JWT"}
     if r.random() < 0.2:
         header = r.choice(
-            ({"alg": "none"}, {"alg": "hs256"}, {"alg": "HS512"}, {"alg": None}, {"typ": "JWT"},
-             {"alg": "HS256", "typ": 1}, {"alg": "HS256", "typ": None}, [], "HS256", None, {"alg": "HS256", "x": 1e999})
-        )  # fmt: skip
+            (
+                {"alg": "none"},
+                {"alg": "hs256"},
+                {"alg": "HS512"},
+                {"alg": None},
+                {"typ": "JWT"},
+                {"alg": "HS256", "typ": 1},
+                {"alg": "HS256", "typ": None},
+                [],
+                "HS256",
+                None,
+                {"alg": "HS256", "x": 1e999},
+            )
+        )
     claims: dict[str, Any] = {}
-    for name, kind in (("sid", "str"), ("exp", "time"), ("iat", "time"), ("nbf", "time"), ("origin", "str"),
-                       ("aud", "str"), ("iss", "str")):  # fmt: skip
+    for name, kind in (
+        ("sid", "str"),
+        ("exp", "time"),
+        ("iat", "time"),
+        ("nbf", "time"),
+        ("origin", "str"),
+        ("aud", "str"),
+        ("iss", "str"),
+    ):
         present = r.random() < (0.9 if name in ("sid", "exp", "iat") else 0.3)
         if present:
             default = now + 60 if name == "exp" else (now - 10 if kind == "time" else "sid-1")
@@ -357,8 +448,16 @@ def gen_jwt(r: random.Random) -> tuple[str, int]:
     header_raw = json.dumps(header).encode()
     payload_raw = json.dumps(claims, ensure_ascii=r.random() < 0.5).encode("utf-8", "surrogatepass")
     if r.random() < 0.1:
-        payload_raw = r.choice((payload_raw + b" x", payload_raw + b"{}", b"\xff" + payload_raw, b"[]", b"",
-                                payload_raw.replace(b'"sid"', b'"sid":"dup","sid"', 1)))  # fmt: skip
+        payload_raw = r.choice(
+            (
+                payload_raw + b" x",
+                payload_raw + b"{}",
+                b"\xff" + payload_raw,
+                b"[]",
+                b"",
+                payload_raw.replace(b'"sid"', b'"sid":"dup","sid"', 1),
+            )
+        )
     h, p = _b64url(header_raw), _b64url(payload_raw)
     secret = JWT_SECRET if r.random() < 0.9 else b"wrong"
     s = _b64url(hmac.new(secret, f"{h}.{p}".encode(), hashlib.sha256).digest())
@@ -392,12 +491,51 @@ def check_jwt(inp: tuple[str, int]) -> None:
 
 _ORIGIN_SCHEMES = ("http", "https", "HTTP", "hTtPs", "ftp", "", "http:", "ws", "https:/")
 _ORIGIN_HOSTS = (
-    "example.com", "EXAMPLE.com", "localhost", "a-b.c_d", "a'b.com", "x.1", "127.0.0.1", "127.1", "0x7f.1",
-    "010.0.0.1", "4294967295", "4294967296", "08", "256.1.1.1", "[::1]", "[2001:DB8::1]", "[::ffff:192.0.2.1]",
-    "[::ffff:1.2.3]", "[fe80::1%25eth0]", "[1:2:3:4:5:6:7:8:9]", "[example.com]", "[127.0.0.1]", "",
-    "xn--mgbh0fb.xn--kgbechtv", "مثال", "a..b", ".", "a^b", "a|b",
-)  # fmt: skip
-_ORIGIN_PORTS = ("", "", ":80", ":443", ":8080", ":0", ":", ":65535", ":65536", ":080", ":-1", ":a", ":99999999999")
+    "example.com",
+    "EXAMPLE.com",
+    "localhost",
+    "a-b.c_d",
+    "a'b.com",
+    "x.1",
+    "127.0.0.1",
+    "127.1",
+    "0x7f.1",
+    "010.0.0.1",
+    "4294967295",
+    "4294967296",
+    "08",
+    "256.1.1.1",
+    "[::1]",
+    "[2001:DB8::1]",
+    "[::ffff:192.0.2.1]",
+    "[::ffff:1.2.3]",
+    "[fe80::1%25eth0]",
+    "[1:2:3:4:5:6:7:8:9]",
+    "[example.com]",
+    "[127.0.0.1]",
+    "",
+    "xn--mgbh0fb.xn--kgbechtv",
+    "مثال",
+    "a..b",
+    ".",
+    "a^b",
+    "a|b",
+)
+_ORIGIN_PORTS = (
+    "",
+    "",
+    ":80",
+    ":443",
+    ":8080",
+    ":0",
+    ":",
+    ":65535",
+    ":65536",
+    ":080",
+    ":-1",
+    ":a",
+    ":99999999999",
+)
 _ORIGIN_TAILS = ("", "", "/", "/path", "?", "?q=1", "#", "#f", "//", "/?")
 
 
@@ -438,10 +576,8 @@ def check_origin(raw: str) -> None:
     for scheme in ("http", "https"):
         host = normalize_request_host(raw, scheme)
         assert host is None or isinstance(host, str)
-    try:
+    with contextlib.suppress(ValueError):
         parse_allowed_origins(raw)
-    except ValueError:
-        pass
     assert isinstance(derive_client_origin([], raw, raw, False), str)
 
 
@@ -451,18 +587,85 @@ _ENV_NAMES = tuple(name for s in SETTINGS for name in s.envs) + POLICY_ENV_VARS
 _FLAGS = tuple((flag, s.kind) for s in SETTINGS for flag in s.flags)
 _KIND_OF_ENV = {name: s.kind for s in SETTINGS for name in s.envs}
 _VALUES: Mapping[str, tuple[str, ...]] = {
-    "duration": ("1s", "100ms", "0", "0s", "-5s", "1h2m3s", "1.5s", ".5s", "1e3s", "", " 2s ", "1", "5",
-                 "9999999999h", "1us", "1µs", "+1s", "1ss", "2562047h47m16.854775807s", "2562048h"),
-    "int": ("0", "1", "-1", "64", "65536", "9223372036854775807", "9223372036854775808", "0x10", "1_0",
-            " 7 ", "+5", "", "1e3", "007", "-0", "99999999999999999999999"),
+    "duration": (
+        "1s",
+        "100ms",
+        "0",
+        "0s",
+        "-5s",
+        "1h2m3s",
+        "1.5s",
+        ".5s",
+        "1e3s",
+        "",
+        " 2s ",
+        "1",
+        "5",
+        "9999999999h",
+        "1us",
+        "1µs",
+        "+1s",
+        "1ss",
+        "2562047h47m16.854775807s",
+        "2562048h",
+    ),
+    "int": (
+        "0",
+        "1",
+        "-1",
+        "64",
+        "65536",
+        "9223372036854775807",
+        "9223372036854775808",
+        "0x10",
+        "1_0",
+        " 7 ",
+        "+5",
+        "",
+        "1e3",
+        "007",
+        "-0",
+        "99999999999999999999999",
+    ),
     "bool": ("true", "1", "T", "yes", "", "FALSE", "f", " true ", "tRuE"),
     "port": ("1", "65535", "0", "65536", "-1", " 80 ", "0x50", "", "10000", "10100"),
-    "str": ("", " ", "x", "none", "api_key", "jwt", "dev", "prod", "json", "text", "debug", "127.0.0.1:0",
-            "[::1]:0", ":0", "localhost:65536", "ws://127.0.0.1:1/l2", "wss://[::1]/x", "http://x", "ws://",
-            "https://a.com, *", "https://a.com,https://b.com:444", "null", "address_and_port", "any",
-            '[{"urls":["stun:127.0.0.1:3478"]}]', '[{"urls":"turn:x","username":"u","credential":"c"}]',
-            "[" * 50, '{"urls":1}', "10.0.0.0/8", "::/0,0.0.0.0/0", "1-100, 53", "100-1", "\x00", "é\ud800"),
-}  # fmt: skip
+    "str": (
+        "",
+        " ",
+        "x",
+        "none",
+        "api_key",
+        "jwt",
+        "dev",
+        "prod",
+        "json",
+        "text",
+        "debug",
+        "127.0.0.1:0",
+        "[::1]:0",
+        ":0",
+        "localhost:65536",
+        "ws://127.0.0.1:1/l2",
+        "wss://[::1]/x",
+        "http://x",
+        "ws://",
+        "https://a.com, *",
+        "https://a.com,https://b.com:444",
+        "null",
+        "address_and_port",
+        "any",
+        '[{"urls":["stun:127.0.0.1:3478"]}]',
+        '[{"urls":"turn:x","username":"u","credential":"c"}]',
+        "[" * 50,
+        '{"urls":1}',
+        "10.0.0.0/8",
+        "::/0,0.0.0.0/0",
+        "1-100, 53",
+        "100-1",
+        "\x00",
+        "é\ud800",
+    ),
+}
 _VALUES = {**_VALUES, "int64": _VALUES["int"], "violation_window": _VALUES["int"] + _VALUES["duration"]}
 
 
@@ -495,7 +698,9 @@ def gen_config(r: random.Random) -> tuple[dict[str, str], list[str]]:
         elif style == 2:
             argv.append(f"{dash}{flag}")
         else:
-            argv.append(r.choice(("-h", "--help", "--", "-", "---x", "-unknown=1", "positional", "-=x", "-v")))
+            argv.append(
+                r.choice(("-h", "--help", "--", "-", "---x", "-unknown=1", "positional", "-=x", "-v"))
+            )
     return env, argv
 
 
@@ -515,9 +720,18 @@ def check_config(inp: tuple[dict[str, str], list[str]]) -> None:
 # --- 6. destination policy (F-134 .. F-139, F-228) ------------------------------------------------
 
 _REASONS = frozenset(
-    {PORT_ZERO, PORT_INVALID, PORT_DENIED, PORT_NOT_ALLOWED, INVALID_IP, PRIVATE, CIDR_DENIED,
-     CIDR_NOT_ALLOWED, DEFAULT_DENY}
-)  # fmt: skip
+    {
+        PORT_ZERO,
+        PORT_INVALID,
+        PORT_DENIED,
+        PORT_NOT_ALLOWED,
+        INVALID_IP,
+        PRIVATE,
+        CIDR_DENIED,
+        CIDR_NOT_ALLOWED,
+        DEFAULT_DENY,
+    }
+)
 _SPECIAL_V4 = tuple(ipaddress.IPv4Network(c) for c in ORIGINAL_SPECIAL_V4 + EXTRA_SPECIAL_V4)
 _SPECIAL_V6 = tuple(ipaddress.IPv6Network(c) for c in ORIGINAL_SPECIAL_V6 + EXTRA_SPECIAL_V6)
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
@@ -549,9 +763,27 @@ def reference_special(ip: bytes) -> bool:
     return any(_v4_special(v4) for v4 in embedded)
 
 
-_INTERESTING_V4 = ("127.0.0.1", "127.255.255.254", "10.1.2.3", "172.31.0.1", "192.168.1.1", "169.254.169.254",
-                   "100.64.0.1", "0.0.0.0", "255.255.255.255", "224.0.0.1", "240.0.0.1", "192.0.0.9", "192.0.0.10",
-                   "192.0.0.8", "192.0.2.1", "198.18.0.1", "8.8.8.8", "1.1.1.1", "93.184.216.34")  # fmt: skip
+_INTERESTING_V4 = (
+    "127.0.0.1",
+    "127.255.255.254",
+    "10.1.2.3",
+    "172.31.0.1",
+    "192.168.1.1",
+    "169.254.169.254",
+    "100.64.0.1",
+    "0.0.0.0",
+    "255.255.255.255",
+    "224.0.0.1",
+    "240.0.0.1",
+    "192.0.0.9",
+    "192.0.0.10",
+    "192.0.0.8",
+    "192.0.2.1",
+    "198.18.0.1",
+    "8.8.8.8",
+    "1.1.1.1",
+    "93.184.216.34",
+)
 
 
 def _random_v4(r: random.Random) -> bytes:
@@ -578,10 +810,29 @@ def gen_policy_address(r: random.Random) -> bytes:
         return b"\x20\x02" + v4 + _bytes(r, 10)  # 6to4
     if form == 6:  # Teredo: server v4, flags/port, obfuscated client v4
         other = int.from_bytes(_random_v4(r), "big")
-        return b"\x20\x01\x00\x00" + v4 + _bytes(r, 4) + ((other ^ _M32) if r.random() < 0.5 else n4).to_bytes(4, "big")
+        return (
+            b"\x20\x01\x00\x00"
+            + v4
+            + _bytes(r, 4)
+            + ((other ^ _M32) if r.random() < 0.5 else n4).to_bytes(4, "big")
+        )
     if form == 7:
-        return ipaddress.IPv6Address(r.choice(("::1", "::", "fe80::1", "fc00::1", "ff02::1", "2001:db8::1",
-                                               "64:ff9b:1::1", "2606:4700::1111", "100::1", "5f00::1"))).packed  # fmt: skip
+        return ipaddress.IPv6Address(
+            r.choice(
+                (
+                    "::1",
+                    "::",
+                    "fe80::1",
+                    "fc00::1",
+                    "ff02::1",
+                    "2001:db8::1",
+                    "64:ff9b:1::1",
+                    "2606:4700::1111",
+                    "100::1",
+                    "5f00::1",
+                )
+            )
+        ).packed
     if form == 8:
         return _bytes(r, 16)
     if form == 9:
@@ -589,21 +840,40 @@ def gen_policy_address(r: random.Random) -> bytes:
     return _bytes(r, 4)
 
 
-_CIDRS = ("0.0.0.0/0", "::/0", "8.8.8.0/24", "127.0.0.0/8", "64:ff9b::/96", "2002::/16", "::ffff:0:0/96",
-          "10.0.0.0/8", "1.2.3.4/32", "1.2.3.4", "1.2.3.0/33", "01.2.3.0/24", "fe80::1%eth0/64", "x", "")  # fmt: skip
+_CIDRS = (
+    "0.0.0.0/0",
+    "::/0",
+    "8.8.8.0/24",
+    "127.0.0.0/8",
+    "64:ff9b::/96",
+    "2002::/16",
+    "::ffff:0:0/96",
+    "10.0.0.0/8",
+    "1.2.3.4/32",
+    "1.2.3.4",
+    "1.2.3.0/33",
+    "01.2.3.0/24",
+    "fe80::1%eth0/64",
+    "x",
+    "",
+)
 _PORTS = ("53", "1-1024", "0", "65536", "100-1", "a", "1-2-3", " 53 , 443 ", "")
 
 
 def gen_policy(r: random.Random) -> tuple[dict[str, str], list[tuple[bytes, int]]]:
     env: dict[str, str] = {}
     if r.random() < 0.7:
-        env[r.choice(("DESTINATION_POLICY_PRESET", "UDP_DESTINATION_POLICY_PRESET", "POLICY_PRESET"))] = r.choice(
-            ("prod", "dev", "", " Dev ", "production", "development", "staging")
+        env[r.choice(("DESTINATION_POLICY_PRESET", "UDP_DESTINATION_POLICY_PRESET", "POLICY_PRESET"))] = (
+            r.choice(("prod", "dev", "", " Dev ", "production", "development", "staging"))
         )
     if r.random() < 0.5:
         env["ALLOW_PRIVATE_NETWORKS"] = r.choice(("true", "false", "1", "0", "", " ", "yes", "T"))
-    for name, pool in (("ALLOW_UDP_CIDRS", _CIDRS), ("DENY_UDP_CIDRS", _CIDRS), ("ALLOW_UDP_PORTS", _PORTS),
-                       ("DENY_UDP_PORTS", _PORTS)):  # fmt: skip
+    for name, pool in (
+        ("ALLOW_UDP_CIDRS", _CIDRS),
+        ("DENY_UDP_CIDRS", _CIDRS),
+        ("ALLOW_UDP_PORTS", _PORTS),
+        ("DENY_UDP_PORTS", _PORTS),
+    ):
         if r.random() < 0.3:
             env[name] = ",".join(r.choice(pool) for _ in range(r.randint(1, 3)))
     probes = [

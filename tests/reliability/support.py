@@ -147,14 +147,20 @@ def free_port() -> int:
 
 
 @contextmanager
-def relay_subprocess(env: Mapping[str, str], *, log: Path | None = None) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+def relay_subprocess(
+    env: Mapping[str, str], *, log: Path | None = None
+) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
     """``python -m aero_relay`` on a free loopback port; yields (process, "127.0.0.1:port") once
     ``/readyz`` answers. The process is killed on exit if it is still running."""
     port = free_port()
     full_env = {**free_env(), **BASE_ENV, "AERO_WEBRTC_UDP_RELAY_LISTEN_ADDR": f"127.0.0.1:{port}", **env}
     out = open(log, "wb") if log is not None else subprocess.DEVNULL  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "aero_relay"], env=full_env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT
+        [sys.executable, "-m", "aero_relay"],
+        env=full_env,
+        cwd=PROJECT_ROOT,
+        stdout=out,
+        stderr=subprocess.STDOUT,
     )
     try:
         host_port = f"127.0.0.1:{port}"

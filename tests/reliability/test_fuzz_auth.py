@@ -10,7 +10,9 @@ from hypothesis import strategies as st
 
 from tests.reliability.fuzz_targets import JWT_NOW, check_jwt, gen_jwt
 
-B64ISH = st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/. ", max_size=120)
+B64ISH = st.text(
+    alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_=+/. ", max_size=120
+)
 
 
 @settings(max_examples=800, deadline=None)

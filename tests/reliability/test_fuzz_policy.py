@@ -30,8 +30,16 @@ def test_arbitrary_addresses_match_the_special_range_oracle(probes: list[tuple[b
 @settings(max_examples=400, deadline=None)
 @given(
     st.dictionaries(
-        st.sampled_from(("DESTINATION_POLICY_PRESET", "ALLOW_PRIVATE_NETWORKS", "ALLOW_UDP_CIDRS",
-                         "DENY_UDP_CIDRS", "ALLOW_UDP_PORTS", "DENY_UDP_PORTS")),  # fmt: skip
+        st.sampled_from(
+            (
+                "DESTINATION_POLICY_PRESET",
+                "ALLOW_PRIVATE_NETWORKS",
+                "ALLOW_UDP_CIDRS",
+                "DENY_UDP_CIDRS",
+                "ALLOW_UDP_PORTS",
+                "DENY_UDP_PORTS",
+            )
+        ),
         st.text(alphabet="0123456789abcdef.:/,- x", max_size=25),
         max_size=3,
     )

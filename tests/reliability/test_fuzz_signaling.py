@@ -13,11 +13,14 @@ from tests.reliability.fuzz_targets import check_signal, gen_signal
 
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
-    lambda children: st.lists(children, max_size=3)
-    | st.dictionaries(
-        st.sampled_from(("type", "apiKey", "token", "sdp", "candidate", "code", "message", "x")) | st.text(),
-        children,
-        max_size=4,
+    lambda children: (
+        st.lists(children, max_size=3)
+        | st.dictionaries(
+            st.sampled_from(("type", "apiKey", "token", "sdp", "candidate", "code", "message", "x"))
+            | st.text(),
+            children,
+            max_size=4,
+        )
     ),
     max_leaves=12,
 )

@@ -15,23 +15,31 @@ import os
 import socket
 from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 import trio
-from wsproto.events import BytesMessage
+from wsproto.events import BytesMessage, CloseConnection
 from wsproto.utilities import LocalProtocolError
 
 from aero_relay.core.frames import decode, encode_v1, encode_v2
 from aero_relay.observability.metrics import Event
 from tests.conftest import RunningRelay, StartRelay
-from tests.reliability.support import PipelineRecorder, fds_back_to, open_fds, wait_until
+from tests.helpers import raw_http
 from tests.relay.udp_servers import UdpServer, has_ipv6_loopback, start_server
+from tests.reliability.support import PipelineRecorder, fds_back_to, open_fds, relay_subprocess, wait_until
 from tests.wsclient import Closed, WSClient, connect
 
 DEV = {"DESTINATION_POLICY_PRESET": "dev"}
 LOOPBACK4 = socket.inet_aton("127.0.0.1")
-SEND_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError, LocalProtocolError)
+SEND_ERRORS = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.BusyResourceError,
+    OSError,
+    LocalProtocolError,
+)
 
 
 def rss_kib() -> int:
@@ -62,7 +70,9 @@ async def udp_session(relay: RunningRelay, path: str = "/udp", **kw: Any) -> Asy
         yield ws
 
 
-async def echo(ws: WSClient, port: int, payload: bytes, guest_port: int = 50000, timeout: float = 5.0) -> None:
+async def echo(
+    ws: WSClient, port: int, payload: bytes, guest_port: int = 50000, timeout: float = 5.0
+) -> None:
     """One round trip through the relay to a UDP echo server (other frames are skipped)."""
     await ws.send(encode_v1(guest_port, LOOPBACK4, port, payload))
     with trio.fail_after(timeout):
@@ -120,7 +130,9 @@ async def test_flood_over_a_quota_hard_closes_only_the_flooder(
             elif quota == "unique_destinations":
                 await send_many(bad, (encode_v1(40000, LOOPBACK4, 20000 + i, b"d") for i in range(200)))
             elif quota == "bps_per_session":
-                await send_many(bad, (encode_v1(40000, LOOPBACK4, sink.port, b"b" * 1000) for _ in range(200)))
+                await send_many(
+                    bad, (encode_v1(40000, LOOPBACK4, sink.port, b"b" * 1000) for _ in range(200))
+                )
             else:
                 await send_many(bad, (encode_v1(40000, LOOPBACK4, sink.port, b"p") for _ in range(300)))
         await echo(good, echo_server.port, b"during")
@@ -173,7 +185,9 @@ async def test_spray_of_destinations_and_guest_ports_stays_within_the_caps(
     assert peak["rss"] - rss_base < 64 * 1024, (peak, rss_base)  # KiB
     # Every frame was valid and allowed, except guest port 0xA202 (41474): its v1 frames start with
     # the v2 prefix and are malformed as v2 (the protocol's documented ambiguity, core/frames.py).
-    assert relay.metrics.value(Event.UDP_WS_DROPPED) == relay.metrics.value(Event.UDP_WS_DROPPED_MALFORMED) == 1
+    assert (
+        relay.metrics.value(Event.UDP_WS_DROPPED) == relay.metrics.value(Event.UDP_WS_DROPPED_MALFORMED) == 1
+    )
     await wait_until(lambda: relay.server.ctx.registry.active_count() == 0)
     await wait_until(recorder.all_closed)
     await fds_back_to(fd_base)
@@ -239,7 +253,12 @@ async def test_a_client_that_reads_nothing_and_sends_nothing_is_still_timed_out(
     idle; the relay must end the session within about UDP_WS_IDLE_TIMEOUT (the original's 1 s write
     deadline fails the ping, "ping failed")."""
     relay = await start_relay(
-        {**DEV, "DATACHANNEL_SEND_QUEUE_BYTES": "65536", "UDP_WS_IDLE_TIMEOUT": "1s", "UDP_WS_PING_INTERVAL": "500ms"}
+        {
+            **DEV,
+            "DATACHANNEL_SEND_QUEUE_BYTES": "65536",
+            "UDP_WS_IDLE_TIMEOUT": "1s",
+            "UDP_WS_PING_INTERVAL": "500ms",
+        }
     )
     flooder = await start_server(nursery, kind="sink")
     async with udp_session(relay, answer_pings=False) as ws:
@@ -258,7 +277,10 @@ async def test_signaling_flood_is_closed_by_the_rate_limit(start_relay: StartRel
     signalling connection on the same relay is not affected."""
     relay = await start_relay({"MAX_SIGNALING_MESSAGES_PER_SECOND": "20"})
     auth = '{"type":"auth","apiKey":"x"}'  # ignored after auth in mode none (F-073), but counted
-    async with connect(relay.host_port, "/webrtc/signal") as calm, connect(relay.host_port, "/webrtc/signal") as flood:
+    async with (
+        connect(relay.host_port, "/webrtc/signal") as calm,
+        connect(relay.host_port, "/webrtc/signal") as flood,
+    ):
         with contextlib.suppress(*SEND_ERRORS):
             for _ in range(200):
                 await flood.send(auth)
@@ -401,6 +423,38 @@ async def test_ssrf_spellings_of_this_host_are_all_denied_and_nothing_is_sent(
 def test_ssrf_spellings_cover_every_embedding_the_policy_knows() -> None:
     """The list above exercises each embedded-IPv4 form named in core/policy.py's docstring."""
     names = {name for name, _ in SSRF_SPELLINGS}
-    assert {"v4-mapped", "ipv4-compatible", "siit translated", "nat64", "6to4", "teredo server",
-            "teredo client"} <= names  # fmt: skip
+    assert {
+        "v4-mapped",
+        "ipv4-compatible",
+        "siit translated",
+        "nat64",
+        "6to4",
+        "teredo server",
+        "teredo client",
+    } <= names
 
+
+# --- 7. a close race that crashes the process -----------------------------------------------------
+
+
+async def test_close_race_does_not_crash_the_relay(tmp_path: Path) -> None:
+    """An unauthenticated client that sends a binary first message (F-086: the relay answers with an
+    error and Close 1008) and then its own Close frame, 200 times: the relay must stay up."""
+    with relay_subprocess({"AUTH_MODE": "api_key", "API_KEY": "k"}, log=tmp_path / "relay.log") as (proc, hp):
+        for _ in range(200):
+            if proc.poll() is not None:
+                break
+            with contextlib.suppress(OSError, trio.BrokenResourceError, Closed, *SEND_ERRORS):
+                async with connect(hp, "/udp") as ws:
+                    await ws.send(b"\x00" * 10)
+                    await ws.send("x")
+                    await ws._flush(CloseConnection(code=1000))
+                    with trio.move_on_after(1):
+                        await ws.expect_close()
+        await trio.sleep(0.5)  # a dying relay may take a moment to exit
+        alive = proc.poll() is None
+        with contextlib.suppress(OSError):
+            alive = alive and (await raw_http(hp, b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")).startswith(
+                b"HTTP/1.1 200"
+            )
+    assert alive, (tmp_path / "relay.log").read_text()[-500:]

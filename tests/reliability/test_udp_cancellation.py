@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import socket
 import struct
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
@@ -40,7 +39,13 @@ from tests.reliability.support import (
 from tests.wsclient import Closed, WSClient, connect
 
 # What a client send raises once the connection is closing or gone.
-SEND_ERRORS = (trio.BrokenResourceError, trio.ClosedResourceError, trio.BusyResourceError, OSError, LocalProtocolError)
+SEND_ERRORS = (
+    trio.BrokenResourceError,
+    trio.ClosedResourceError,
+    trio.BusyResourceError,
+    OSError,
+    LocalProtocolError,
+)
 LOOPBACK4 = socket.inet_aton("127.0.0.1")
 GUEST_PORT = 40000
 FAST_IDLE = {"UDP_WS_IDLE_TIMEOUT": "400ms", "UDP_WS_PING_INTERVAL": "350ms"}
@@ -73,20 +78,16 @@ class FloodingEcho:
                     data, addr = await self.sock.recvfrom(65536)
                     self.received += 1
                     self.peer = addr
-                    try:
+                    with contextlib.suppress(OSError):
                         await self.sock.sendto(data, addr)
-                    except OSError:
-                        pass
 
     async def _flood(self) -> None:
         sent = 0
         while sent < self.limit:
             await trio.sleep(0.002)
             if self.peer is not None:
-                try:
+                with contextlib.suppress(OSError):
                     await self.sock.sendto(struct.pack("!I", sent), self.peer)
-                except OSError:
-                    pass
                 sent += 1
 
 
@@ -252,7 +253,9 @@ async def run_stage(
     assert not relay.server.ctx.sessions  # no cancel scope left registered for shutdown
     if teardown != "server_shutdown":
         await fds_back_to(fds)
-        await wait_until(lambda: not tasks.since(relay_tasks), what=f"tasks to exit: {tasks.since(relay_tasks)}")
+        await wait_until(
+            lambda: not tasks.since(relay_tasks), what=f"tasks to exit: {tasks.since(relay_tasks)}"
+        )
     assert metrics.value(Event.UDP_WS_CONNECTIONS) == 1
     for event, value in want_metrics.items():
         assert metrics.value(event) == value, event
@@ -282,5 +285,3 @@ async def slot_is_reusable(relay: RunningRelay, stage: str) -> None:
         assert msg["type"] == "ready", msg
         await ws.close()
     await wait_until(lambda: relay.server.ctx.registry.active_count() == 0)
-
-
