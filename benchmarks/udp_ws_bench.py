@@ -766,7 +766,7 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
 
 def orchestrate(args: argparse.Namespace) -> None:
     if args.quick:
-        args.warmup, args.duration = 0.5, 2.0
+        args.warmup, args.duration = 0.5, 1.5
     RESULTS.mkdir(parents=True, exist_ok=True)
     if args.label is None:
         args.label = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -824,7 +824,7 @@ def orchestrate(args: argparse.Namespace) -> None:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--quick", action="store_true", help="0.5 s warm-up + 2 s per scenario (~10 s in all)")
+    p.add_argument("--quick", action="store_true", help="0.5 s warm-up + 1.5 s per scenario (~10 s in all)")
     p.add_argument("--scenarios", type=lambda s: s.split(","), default=["echo", "upload", "download"])
     p.add_argument("--window", type=int, default=32, help="echo: frames outstanding (default 32)")
     p.add_argument("--payload", type=int, default=1200, help="UDP payload bytes (default 1200)")

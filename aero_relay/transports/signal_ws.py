@@ -35,7 +35,9 @@ from aero_relay.relay.manager import (
     TooManySessionsError,
 )
 from aero_relay.transports.asgi_util import header_getter, query_getter, remote_addr
+from aero_relay.transports.udp_ws import WRITE_DEADLINE
 from aero_relay.transports.ws import WebSocketConn, WebSocketDisconnect
+from aero_relay.transports.ws_hooks import write_watchdog
 from aero_relay.webrtc.peer import NegotiationError, PeerInfo, RelayPeer, sdp_candidates
 
 __all__ = ["SignalWebSocketEndpoint", "request_peer_info"]
@@ -91,7 +93,12 @@ class SignalWebSocketEndpoint:
         await ws.accept()  # F-064: no subprotocol, no compression
         ws.ctl.set_max_message_size(self.ctx.config.max_signaling_message_bytes)  # F-065
         conn = _SignalConnection(self.ctx, ws, scope)
-        await conn.run()
+        async with trio.open_nursery() as guard:
+            guard.start_soon(write_watchdog, ws.ctl, WRITE_DEADLINE)  # F-079: 1 s write deadline
+            try:
+                await conn.run()
+            finally:
+                guard.cancel_scope.cancel()
 
 
 class _SignalConnection:

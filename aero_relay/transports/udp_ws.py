@@ -27,6 +27,7 @@ from aero_relay.relay.manager import (
 from aero_relay.relay.pipeline import DatagramPipeline
 from aero_relay.relay.quota import QuotaSession
 from aero_relay.transports.ws import WebSocketConn, WebSocketDisconnect
+from aero_relay.transports.ws_hooks import write_watchdog
 
 __all__ = ["UdpWebSocketEndpoint"]
 
@@ -38,6 +39,8 @@ CLOSE_UNSUPPORTED = 1003
 CLOSE_POLICY = 1008
 CLOSE_INTERNAL = 1011
 CLOSE_TRY_AGAIN = 1013
+# F-096: the original's WebSocket write deadline.
+WRITE_DEADLINE = 1.0
 
 
 class _Close(Exception):
@@ -96,17 +99,35 @@ class UdpWebSocketEndpoint:
         if not await ws.wait_connect():
             return
         await ws.accept()
+        self.ctx.metrics.inc(Event.UDP_WS_CONNECTIONS)  # F-082: right after the upgrade, before auth
+        async with trio.open_nursery() as guard:
+            # The write deadline holds for the connection's whole life, teardown included.
+            guard.start_soon(write_watchdog, ws.ctl, WRITE_DEADLINE)
+            try:
+                await self._serve(ws, scope)
+            finally:
+                guard.cancel_scope.cancel()
+
+    async def _serve(self, ws: WebSocketConn, scope: dict[str, Any]) -> None:
         ctx = self.ctx
-        ctx.metrics.inc(Event.UDP_WS_CONNECTIONS)  # F-082: right after the upgrade, before auth
+        # Registered from the start, so shutdown also ends connections that are still authenticating.
+        auth_scope = ctx.open_session_scope()
+        lease: SessionLease | None = None
         try:
-            session_key = await self._authenticate(ws, scope)
-            lease = await self._acquire(session_key)
+            with auth_scope:
+                session_key = await self._authenticate(ws, scope)
+                lease = await self._acquire(session_key)
         except _Close as close:
             if close.code:
                 await ws.send_json({"type": "error", "code": close.code, "message": close.message})
             await ws.close(close.close_code, close.reason)
             return
         except WebSocketDisconnect:
+            return
+        finally:
+            ctx.close_session_scope(auth_scope)
+        if lease is None:  # cancelled while authenticating: only shutdown does that
+            await ws.close(CLOSE_GOING_AWAY, "server shutting down")
             return
         try:
             await self._run_session(ws, scope, lease)

@@ -53,6 +53,15 @@ class WebSocketConn:
         await self._send({"type": "websocket.accept"})
         self.accepted = True
 
+    async def _write(self, message: dict[str, Any]) -> None:
+        """Every write after the handshake: tracked for the write deadline (ws_hooks.write_watchdog)."""
+        ctl = self.ctl
+        ctl.begin_send()
+        try:
+            await self._send(message)
+        finally:
+            ctl.end_send()
+
     async def reject(self, status: int, body: bytes, content_type: str) -> None:
         """An HTTP response instead of the upgrade (ASGI websocket.http.response)."""
         headers = [(b"content-type", content_type.encode()), (b"content-length", str(len(body)).encode())]
@@ -78,7 +87,7 @@ class WebSocketConn:
 
     async def send_bytes(self, data: bytes) -> None:
         if not self.closed:
-            await self._send({"type": "websocket.send", "bytes": data})
+            await self._write({"type": "websocket.send", "bytes": data})
 
     async def send_bytes_batch(self, frames: Sequence[bytes]) -> None:
         """Send each frame as one binary message, in one write (`WsControl.send_binary_batch`)."""
@@ -87,7 +96,7 @@ class WebSocketConn:
 
     async def send_text(self, text: str) -> None:
         if not self.closed:
-            await self._send({"type": "websocket.send", "text": text})
+            await self._write({"type": "websocket.send", "text": text})
 
     async def send_json(self, obj: object) -> None:
         await self.send_text(go_json(obj))
@@ -99,6 +108,6 @@ class WebSocketConn:
         self.closed = True
         with trio.CancelScope(shield=True), trio.move_on_after(1.0):
             try:
-                await self._send({"type": "websocket.close", "code": code, "reason": reason})
+                await self._write({"type": "websocket.close", "code": code, "reason": reason})
             except Exception:  # the transport may be gone already
                 return

@@ -40,6 +40,8 @@ from typing import Any
 
 import trio
 
+from aero_relay.transports.hypercorn_fixes import abort_connection, current_connection
+
 __all__ = [
     "EXTENSION",
     "SINK_ERROR_MESSAGE",
@@ -47,6 +49,7 @@ __all__ = [
     "HooksUnavailableError",
     "WsControl",
     "install",
+    "write_watchdog",
     "ws_control",
 ]
 
@@ -75,11 +78,14 @@ class WsControl:
     __slots__ = (
         "_drained",
         "_held",
+        "_sends",
         "_sink",
         "_stream",
+        "_tcp",
         "closed",
         "last_activity",
         "queued",
+        "send_started",
         "sink_error",
         "too_large",
         "too_large_event",
@@ -87,6 +93,12 @@ class WsControl:
 
     def __init__(self, stream: Any) -> None:
         self._stream = stream
+        # The TCP connection (hypercorn_fixes): a stuck write can only be ended by closing it.
+        self._tcp = current_connection()
+        # Writes in flight and when the oldest unfinished one started (None: nothing pending);
+        # `write_watchdog` aborts the connection when one takes longer than the write deadline.
+        self._sends = 0
+        self.send_started: float | None = None
         self.last_activity = trio.current_time()
         # The peer sent a message over the read limit; hypercorn has already sent Close 1009.
         self.too_large = False
@@ -105,6 +117,21 @@ class WsControl:
 
     def touch(self) -> None:
         self.last_activity = trio.current_time()
+
+    def begin_send(self) -> None:
+        self._sends += 1
+        if self._sends == 1:
+            self.send_started = trio.current_time()
+
+    def end_send(self) -> None:
+        self._sends -= 1
+        # Progress was made: the deadline of any write still pending starts again now.
+        self.send_started = trio.current_time() if self._sends else None
+
+    def abort(self) -> None:
+        """Close the TCP connection at once (wakes writes hypercorn shields from cancellation)."""
+        if self._tcp is not None:
+            abort_connection(self._tcp)
 
     def set_binary_sink(self, sink: BinarySink | None) -> None:
         """Deliver complete binary messages to ``sink`` (synchronously, from hypercorn's reader
@@ -144,7 +171,11 @@ class WsControl:
             else:
                 append(_pack_head64(0x82, 127, n))
             append(frame)
-        await stream.send(_Data(stream_id=stream.stream_id, data=b"".join(parts)))
+        self.begin_send()
+        try:
+            await stream.send(_Data(stream_id=stream.stream_id, data=b"".join(parts)))
+        finally:
+            self.end_send()
 
     def set_max_message_size(self, limit: int) -> None:
         self._stream.buffer.max_length = limit
@@ -155,11 +186,25 @@ class WsControl:
 
         if self.closed or self._stream.closed:
             return False
+        self.begin_send()
         try:
             await self._stream._send_wsproto_event(Ping(payload=payload))
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError):
             return False
+        finally:
+            self.end_send()
         return not self._stream.closed
+
+
+async def write_watchdog(ctl: WsControl, deadline: float) -> None:
+    """F-079/F-096: a write (data, ping or close) that has not completed within `deadline` seconds
+    means the peer stopped reading; the connection is aborted. Runs until cancelled."""
+    while True:
+        await trio.sleep(deadline / 2)
+        started = ctl.send_started
+        if started is not None and trio.current_time() - started > deadline:
+            ctl.abort()
+            return
 
 
 def ws_control(scope: dict[str, Any]) -> WsControl:

@@ -71,6 +71,7 @@ ENV = {
 # tests/reliability/test_hostile.py::test_close_race_does_not_crash_the_relay). Not strict: whether a
 # given run hits the race depends on the examples drawn. Remove once that bug is fixed.
 
+
 class ErrorRecords(logging.Handler):
     def __init__(self) -> None:
         super().__init__(logging.ERROR)

@@ -241,11 +241,6 @@ async def test_slow_reader_bounds_the_send_queue_and_counts_backpressure(
     assert relay.metrics.value(Event.UDP_WS_DROPPED_BACKPRESSURE) == relay.metrics.value(Event.UDP_WS_DROPPED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="no write deadline: udp_ws._keepalive blocks in ctl.ping() behind a full TCP window, so the "
-    "idle timeout never fires and the session, its bindings and its slot are held forever",
-)
 async def test_a_client_that_reads_nothing_and_sends_nothing_is_still_timed_out(
     start_relay: StartRelay, nursery: trio.Nursery
 ) -> None:

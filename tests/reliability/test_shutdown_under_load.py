@@ -203,11 +203,6 @@ def wait_exit(proc: subprocess.Popen[bytes], timeout: float) -> int | None:
         return None
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="hypercorn's protocol_send shields stream.send_all and /udp writes have no write deadline "
-    "(F-096): one client that stops reading keeps the process alive after SIGTERM",
-)
 async def test_a_client_that_stopped_reading_does_not_hold_up_shutdown(tmp_path: Path) -> None:
     """F-005/F-096: a /udp client whose TCP window is full must not keep the relay from exiting
     within the shutdown timeout (the original's 1 s write deadline bounds every write)."""
