@@ -20,6 +20,7 @@
 from __future__ import annotations
 
 import contextvars
+import traceback
 from typing import Any
 
 import trio
@@ -66,7 +67,7 @@ def install() -> None:
         try:
             await orig_run(self)
         except Exception as err:  # contain it: one connection never ends the server
-            _log.error("connection handler failed", err=repr(err))
+            _log.error("connection handler failed", err=repr(err), stack=traceback.format_exc())
 
     async def close(self: Any) -> None:
         lock = getattr(self, "send_lock", None)

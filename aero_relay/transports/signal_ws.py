@@ -35,29 +35,24 @@ from aero_relay.relay.manager import (
     TooManySessionsError,
 )
 from aero_relay.transports.asgi_util import header_getter, query_getter, remote_addr
-from aero_relay.transports.udp_ws import WRITE_DEADLINE
-from aero_relay.transports.ws import WebSocketConn, WebSocketDisconnect
+from aero_relay.transports.ws import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_NORMAL,
+    CLOSE_POLICY,
+    CLOSE_UNSUPPORTED,
+    WRITE_DEADLINE,
+    CloseWith,
+    WebSocketConn,
+    WebSocketDisconnect,
+    keepalive,
+)
 from aero_relay.transports.ws_hooks import write_watchdog
 from aero_relay.webrtc.peer import NegotiationError, PeerInfo, RelayPeer, sdp_candidates
 
 __all__ = ["SignalWebSocketEndpoint", "request_peer_info"]
 
 _log = get_logger("aero_relay.signal")
-
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNSUPPORTED = 1003
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
-
-
-class _Close(Exception):
-    def __init__(self, close_code: int, reason: str, code: str = "", message: str = "") -> None:
-        super().__init__(reason)
-        self.close_code = close_code
-        self.reason = reason
-        self.code = code
-        self.message = message
 
 
 def request_peer_info(scope: dict[str, Any], credential: str) -> PeerInfo:
@@ -130,7 +125,7 @@ class _SignalConnection:
                     try:
                         await self._authenticate_from_request()
                         await self._read_loop()
-                    except _Close as close:
+                    except CloseWith as close:
                         if close.code:
                             await ws.send_json(error_message(close.code, close.message))
                         self.end(close.close_code, close.reason)
@@ -162,7 +157,7 @@ class _SignalConnection:
                 auth.mode, header_getter(self.scope), query_getter(self.scope)
             )
         except Exception:
-            raise _Close(CLOSE_INTERNAL, "internal error", "internal_error", "internal error") from None
+            raise CloseWith(CLOSE_INTERNAL, "internal error", "internal_error", "internal error") from None
         if credential:
             self._verify(credential)
 
@@ -172,9 +167,9 @@ class _SignalConnection:
             result = auth.verify(credential, self.ctx.unix_seconds())
         except AuthError:
             self.ctx.metrics.inc(Event.AUTH_FAILURE)
-            raise _Close(CLOSE_POLICY, "unauthorized", "unauthorized", "unauthorized") from None
+            raise CloseWith(CLOSE_POLICY, "unauthorized", "unauthorized", "unauthorized") from None
         except Exception:
-            raise _Close(CLOSE_INTERNAL, "internal error", "internal_error", "internal error") from None
+            raise CloseWith(CLOSE_INTERNAL, "internal error", "internal_error", "internal error") from None
         self.session_key = result.session_key
         self._authenticated(result.credential or credential)
 
@@ -183,7 +178,10 @@ class _SignalConnection:
         self.credential = credential
         assert self.nursery is not None
         self.ws.ctl.touch()
-        self.nursery.start_soon(self._keepalive)
+        cfg = self.ctx.config
+        self.nursery.start_soon(
+            keepalive, self.ws, cfg.signaling_ws_ping_interval, cfg.signaling_ws_idle_timeout, self.end
+        )
 
     # --- messages ----------------------------------------------------------------------------
 
@@ -202,18 +200,18 @@ class _SignalConnection:
                     if ws.ctl.too_large:
                         raise WebSocketDisconnect(1009)
                     ctx.metrics.inc(Event.AUTH_FAILURE)
-                    raise _Close(CLOSE_POLICY, "authentication timeout")  # no error JSON on this path
+                    raise CloseWith(CLOSE_POLICY, "authentication timeout")  # no error JSON on this path
             if not self.bucket.allow(1, trio.current_time()):  # F-068: after the read
                 ctx.metrics.inc(Event.RATE_LIMITED)
-                raise _Close(CLOSE_POLICY, "rate limit exceeded", "rate_limited", "rate limit exceeded")
+                raise CloseWith(CLOSE_POLICY, "rate limit exceeded", "rate_limited", "rate limit exceeded")
             if isinstance(msg, bytes):  # F-069
-                raise _Close(
+                raise CloseWith(
                     CLOSE_UNSUPPORTED, "expected text message", "bad_message", "expected text message"
                 )
             try:
                 message = parse_signal_message(msg)
             except SignalingError as err:  # F-070
-                raise _Close(CLOSE_POLICY, "bad message", "bad_message", err.message) from None
+                raise CloseWith(CLOSE_POLICY, "bad message", "bad_message", err.message) from None
             await self._dispatch(message)
 
     async def _dispatch(self, m: SignalMessage) -> None:
@@ -221,18 +219,18 @@ class _SignalConnection:
         if not self.authenticated:
             if m.type != "auth":  # F-072
                 ctx.metrics.inc(Event.AUTH_FAILURE)
-                raise _Close(
+                raise CloseWith(
                     CLOSE_POLICY, "authentication required", "unauthorized", "authentication required"
                 )
             credential = signal_auth_message_credential(m.api_key or "", m.token or "")
             if not credential:
                 ctx.metrics.inc(Event.AUTH_FAILURE)
-                raise _Close(CLOSE_POLICY, "unauthorized", "unauthorized", "unauthorized")
+                raise CloseWith(CLOSE_POLICY, "unauthorized", "unauthorized", "unauthorized")
             self._verify(credential)
             return
         if m.type == "auth":  # F-073 (and F-208: ignored in mode none before the offer)
             if self.peer is not None:
-                raise _Close(
+                raise CloseWith(
                     CLOSE_POLICY, "unexpected message", "unexpected_message", "auth received after offer"
                 )
             return
@@ -242,7 +240,7 @@ class _SignalConnection:
             return
         if m.type == "candidate":
             if self.peer is None:  # F-076
-                raise _Close(
+                raise CloseWith(
                     CLOSE_POLICY,
                     "unexpected message",
                     "unexpected_message",
@@ -253,37 +251,39 @@ class _SignalConnection:
             try:
                 await self.peer.add_remote_candidate(c.candidate, c.sdp_mid, c.sdp_mline_index)
             except NegotiationError as err:
-                raise _Close(CLOSE_POLICY, "bad message", "bad_message", err.message) from None
+                raise CloseWith(CLOSE_POLICY, "bad message", "bad_message", err.message) from None
             return
         if m.type == "close":  # F-077 (we send a Close frame; see the module docstring)
             self.end(CLOSE_NORMAL, "close")
             return
         # A client-sent answer or error is valid JSON but not acceptable here (F-077).
-        raise _Close(CLOSE_POLICY, "bad message", "bad_message", f'unexpected message type "{m.type}"')
+        raise CloseWith(CLOSE_POLICY, "bad message", "bad_message", f'unexpected message type "{m.type}"')
 
     async def _offer(self, sdp: str) -> None:
         """F-074/F-075: take the quota and sid first, then negotiate; answer at once, then trickle."""
         ctx = self.ctx
         if self.peer is not None:
-            raise _Close(CLOSE_POLICY, "unexpected message", "unexpected_message", "offer already received")
+            raise CloseWith(
+                CLOSE_POLICY, "unexpected message", "unexpected_message", "offer already received"
+            )
         bridge = ctx.bridge
         if bridge is None:
-            raise _Close(CLOSE_INTERNAL, "internal error", "internal_error", "webrtc is not available")
+            raise CloseWith(CLOSE_INTERNAL, "internal error", "internal_error", "webrtc is not available")
         try:
             lease = await ctx.registry.acquire(self.session_key, kind="webrtc")
         except TooManySessionsError as err:
             ctx.metrics.inc(Event.TOO_MANY_SESSIONS)
-            raise _Close(CLOSE_POLICY, "too_many_sessions", err.code, err.message) from None
+            raise CloseWith(CLOSE_POLICY, "too_many_sessions", err.code, err.message) from None
         except SessionAlreadyActiveError as err:
-            raise _Close(CLOSE_POLICY, "session_already_active", err.code, err.message) from None
+            raise CloseWith(CLOSE_POLICY, "session_already_active", err.code, err.message) from None
         except SessionRegistryError as err:
-            raise _Close(CLOSE_INTERNAL, "internal error", err.code, err.message) from None
+            raise CloseWith(CLOSE_INTERNAL, "internal error", err.code, err.message) from None
         try:
             peer = RelayPeer(ctx, bridge, lease, request_peer_info(self.scope, self.credential))
         except Exception as err:  # F-074: NewSession failed; the lease must not leak
             with trio.CancelScope(shield=True):
                 await ctx.registry.release(lease)
-            raise _Close(CLOSE_INTERNAL, "internal error", "internal_error", str(err)) from None
+            raise CloseWith(CLOSE_INTERNAL, "internal error", "internal_error", str(err)) from None
         self.peer = peer
         assert self.nursery is not None
         await self.nursery.start(peer.run)
@@ -292,8 +292,8 @@ class _SignalConnection:
             local_sdp = await peer.negotiate(sdp)
         except NegotiationError as err:
             if err.status == 400:
-                raise _Close(CLOSE_POLICY, "bad_message", "bad_message", err.message) from None
-            raise _Close(CLOSE_INTERNAL, "internal error", "internal_error", err.message) from None
+                raise CloseWith(CLOSE_POLICY, "bad_message", "bad_message", err.message) from None
+            raise CloseWith(CLOSE_INTERNAL, "internal error", "internal_error", err.message) from None
         await self.ws.send_json(answer_message(local_sdp))
         mid, candidates = sdp_candidates(local_sdp)
         for cand in candidates:
@@ -306,21 +306,3 @@ class _SignalConnection:
             self.end(CLOSE_GOING_AWAY, "server shutting down")
         else:
             self.end(CLOSE_NORMAL, "session closed")
-
-    async def _keepalive(self) -> None:
-        """F-079: ping every SIGNALING_WS_PING_INTERVAL; idle close 1000 after SIGNALING_WS_IDLE_TIMEOUT."""
-        cfg = self.ctx.config
-        ctl = self.ws.ctl
-        next_ping = trio.current_time() + cfg.signaling_ws_ping_interval
-        while True:
-            idle_deadline = ctl.last_activity + cfg.signaling_ws_idle_timeout
-            now = trio.current_time()
-            if now >= idle_deadline:
-                self.end(CLOSE_NORMAL, "idle timeout")
-                return
-            if now >= next_ping:
-                if not await ctl.ping():
-                    self.end(CLOSE_GOING_AWAY, "ping failed")
-                    return
-                next_ping = now + cfg.signaling_ws_ping_interval
-            await trio.sleep_until(min(idle_deadline, next_ping))

@@ -26,66 +26,24 @@ from aero_relay.relay.manager import (
 )
 from aero_relay.relay.pipeline import DatagramPipeline
 from aero_relay.relay.quota import QuotaSession
-from aero_relay.transports.ws import WebSocketConn, WebSocketDisconnect
+from aero_relay.transports.asgi_util import header_getter, query_getter, remote_addr
+from aero_relay.transports.ws import (
+    CLOSE_GOING_AWAY,
+    CLOSE_INTERNAL,
+    CLOSE_POLICY,
+    CLOSE_TRY_AGAIN,
+    CLOSE_UNSUPPORTED,
+    WRITE_DEADLINE,
+    CloseWith,
+    WebSocketConn,
+    WebSocketDisconnect,
+    keepalive,
+)
 from aero_relay.transports.ws_hooks import write_watchdog
 
 __all__ = ["UdpWebSocketEndpoint"]
 
 _log = get_logger("aero_relay.udp_ws")
-
-CLOSE_NORMAL = 1000
-CLOSE_GOING_AWAY = 1001
-CLOSE_UNSUPPORTED = 1003
-CLOSE_POLICY = 1008
-CLOSE_INTERNAL = 1011
-CLOSE_TRY_AGAIN = 1013
-# F-096: the original's WebSocket write deadline.
-WRITE_DEADLINE = 1.0
-
-
-class _Close(Exception):
-    """End the connection with an optional error message and a close frame."""
-
-    def __init__(self, close_code: int, reason: str, code: str = "", message: str = "") -> None:
-        super().__init__(reason)
-        self.close_code = close_code
-        self.reason = reason
-        self.code = code
-        self.message = message
-
-
-def _remote_addr(scope: dict[str, Any]) -> str:
-    client = scope.get("client")
-    if not client:
-        return ""
-    host, port = client[0], client[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _header_getter(scope: dict[str, Any]) -> Any:
-    headers: list[tuple[bytes, bytes]] = scope.get("headers") or []
-
-    def header(name: str) -> str:
-        key = name.lower().encode()
-        for k, v in headers:
-            if k == key:
-                return v.decode("latin-1")
-        return ""
-
-    return header
-
-
-def _query_getter(scope: dict[str, Any]) -> Any:
-    from urllib.parse import parse_qs
-
-    raw = scope.get("query_string", b"").decode("latin-1")
-    parsed = parse_qs(raw, keep_blank_values=True)
-
-    def query(name: str) -> str:
-        values = parsed.get(name)
-        return values[0] if values else ""
-
-    return query
 
 
 class UdpWebSocketEndpoint:
@@ -117,7 +75,7 @@ class UdpWebSocketEndpoint:
             with auth_scope:
                 session_key = await self._authenticate(ws, scope)
                 lease = await self._acquire(session_key)
-        except _Close as close:
+        except CloseWith as close:
             if close.code:
                 await ws.send_json({"type": "error", "code": close.code, "message": close.message})
             await ws.close(close.close_code, close.reason)
@@ -141,13 +99,13 @@ class UdpWebSocketEndpoint:
         auth = ctx.authenticator
         if auth.mode == "none":
             return ""  # F-083: header and query are ignored
-        header, query = _header_getter(scope), _query_getter(scope)
+        header, query = header_getter(scope), query_getter(scope)
         from aero_relay.core.auth import credential_from_request
 
         try:
             credential = credential_from_request(auth.mode, header, query)
         except Exception:
-            raise _Close(
+            raise CloseWith(
                 CLOSE_INTERNAL, "invalid auth configuration", "internal_error", "invalid auth configuration"
             ) from None
         if credential == "":
@@ -156,7 +114,9 @@ class UdpWebSocketEndpoint:
             return auth.verify(credential, ctx.unix_seconds()).session_key
         except AuthError:
             ctx.metrics.inc(Event.AUTH_FAILURE)
-            raise _Close(CLOSE_POLICY, "invalid credentials", "unauthorized", "invalid credentials") from None
+            raise CloseWith(
+                CLOSE_POLICY, "invalid credentials", "unauthorized", "invalid credentials"
+            ) from None
 
     async def _auth_message(self, ws: WebSocketConn) -> str:
         """F-085..F-088: the first message must be `{"type":"auth",...}` within the auth timeout."""
@@ -170,15 +130,17 @@ class UdpWebSocketEndpoint:
             if ws.ctl.too_large:
                 raise WebSocketDisconnect(1009)  # F-085: 1009 from the read limit, no JSON, no metric
             ctx.metrics.inc(Event.AUTH_FAILURE)
-            raise _Close(CLOSE_POLICY, "authentication timeout", "unauthorized", "authentication timeout")
+            raise CloseWith(CLOSE_POLICY, "authentication timeout", "unauthorized", "authentication timeout")
         if isinstance(msg, bytes):
             ctx.metrics.inc(Event.AUTH_FAILURE)
-            raise _Close(CLOSE_POLICY, "authentication required", "unauthorized", "authentication required")
+            raise CloseWith(
+                CLOSE_POLICY, "authentication required", "unauthorized", "authentication required"
+            )
         try:
             return parse_udp_auth_message(ctx.authenticator.mode, msg)
         except UdpAuthMessageError as err:
             ctx.metrics.inc(Event.AUTH_FAILURE)
-            raise _Close(err.close_code, err.message, err.code, err.message) from None
+            raise CloseWith(err.close_code, err.message, err.code, err.message) from None
 
     async def _acquire(self, session_key: str) -> SessionLease:
         """F-090: the relay session is created after auth."""
@@ -186,21 +148,23 @@ class UdpWebSocketEndpoint:
         try:
             return await ctx.registry.acquire(session_key, kind="udp_ws")
         except SessionAlreadyActiveError as err:
-            raise _Close(CLOSE_TRY_AGAIN, "session already active", err.code, err.message) from None
+            raise CloseWith(CLOSE_TRY_AGAIN, "session already active", err.code, err.message) from None
         except TooManySessionsError as err:
             ctx.metrics.inc(Event.TOO_MANY_SESSIONS)
-            raise _Close(CLOSE_TRY_AGAIN, "too many sessions", err.code, err.message) from None
+            raise CloseWith(CLOSE_TRY_AGAIN, "too many sessions", err.code, err.message) from None
         except SessionRegistryError as err:
             if err.code == "registry_unavailable":
-                raise _Close(CLOSE_TRY_AGAIN, "session registry unavailable", err.code, err.message) from None
-            raise _Close(
+                raise CloseWith(
+                    CLOSE_TRY_AGAIN, "session registry unavailable", err.code, err.message
+                ) from None
+            raise CloseWith(
                 CLOSE_INTERNAL, "internal error", "internal_error", "failed to allocate session"
             ) from None
 
     async def _run_session(self, ws: WebSocketConn, scope: dict[str, Any], lease: SessionLease) -> None:
         ctx = self.ctx
         cfg = ctx.config
-        remote = _remote_addr(scope)
+        remote = remote_addr(scope)
         close: list[tuple[int, str]] = []  # the first reason to end wins
         session_scope = ctx.open_session_scope()
 
@@ -238,7 +202,7 @@ class UdpWebSocketEndpoint:
                 _log.info("udp_ws_connected", session_id=lease.session_id, remote_addr=remote)
                 async with trio.open_nursery() as nursery:
                     await nursery.start(pipeline.run)
-                    nursery.start_soon(self._keepalive, ws, end)
+                    nursery.start_soon(keepalive, ws, cfg.udp_ws_ping_interval, cfg.udp_ws_idle_timeout, end)
                     nursery.start_soon(self._watch_too_large, ws, end, count_oversized)
                     await self._read_loop(ws, pipeline, end, count_oversized)
                     nursery.cancel_scope.cancel()
@@ -292,24 +256,6 @@ class UdpWebSocketEndpoint:
         count_oversized()
         ws.closed = True  # the close handshake is already under way
         end(1009, "")
-
-    async def _keepalive(self, ws: WebSocketConn, end: Any) -> None:
-        """F-089: ping every UDP_WS_PING_INTERVAL; close 1000 after UDP_WS_IDLE_TIMEOUT without any frame."""
-        cfg = self.ctx.config
-        ctl = ws.ctl
-        next_ping = trio.current_time() + cfg.udp_ws_ping_interval
-        while True:
-            idle_deadline = ctl.last_activity + cfg.udp_ws_idle_timeout
-            now = trio.current_time()
-            if now >= idle_deadline:
-                end(CLOSE_NORMAL, "idle timeout")
-                return
-            if now >= next_ping:
-                if not await ctl.ping():
-                    end(CLOSE_GOING_AWAY, "ping failed")
-                    return
-                next_ping = now + cfg.udp_ws_ping_interval
-            await trio.sleep_until(min(idle_deadline, next_ping))
 
 
 def _is_auth_message(text: str) -> bool:

@@ -16,7 +16,40 @@ import trio
 from aero_relay.transports.http_util import go_json
 from aero_relay.transports.ws_hooks import SINK_ERROR_MESSAGE, WsControl, ws_control
 
-__all__ = ["WebSocketConn", "WebSocketDisconnect"]
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL",
+    "CLOSE_NORMAL",
+    "CLOSE_POLICY",
+    "CLOSE_TRY_AGAIN",
+    "CLOSE_UNSUPPORTED",
+    "WRITE_DEADLINE",
+    "CloseWith",
+    "WebSocketConn",
+    "WebSocketDisconnect",
+    "keepalive",
+]
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_UNSUPPORTED = 1003
+CLOSE_POLICY = 1008
+CLOSE_INTERNAL = 1011
+CLOSE_TRY_AGAIN = 1013
+# F-079/F-096: the original's WebSocket write deadline.
+WRITE_DEADLINE = 1.0
+
+
+class CloseWith(Exception):
+    """End a WebSocket: an optional `{"type":"error",code,message}` first, then Close(close_code, reason)."""
+
+    def __init__(self, close_code: int, reason: str, code: str = "", message: str = "") -> None:
+        super().__init__(reason)
+        self.close_code = close_code
+        self.reason = reason
+        self.code = code
+        self.message = message
+
 
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
@@ -111,3 +144,25 @@ class WebSocketConn:
                 await self._write({"type": "websocket.close", "code": code, "reason": reason})
             except Exception:  # the transport may be gone already
                 return
+
+
+async def keepalive(
+    ws: WebSocketConn, ping_interval: float, idle_timeout: float, end: Callable[[int, str], None]
+) -> None:
+    """F-079/F-089: ping every `ping_interval`; any frame from the peer (data, ping, pong) pushes the
+    idle deadline; `end(1000, "idle timeout")` after `idle_timeout` without one, and
+    `end(1001, "ping failed")` when a ping cannot be sent."""
+    ctl = ws.ctl
+    next_ping = trio.current_time() + ping_interval
+    while True:
+        idle_deadline = ctl.last_activity + idle_timeout
+        now = trio.current_time()
+        if now >= idle_deadline:
+            end(CLOSE_NORMAL, "idle timeout")
+            return
+        if now >= next_ping:
+            if not await ctl.ping():
+                end(CLOSE_GOING_AWAY, "ping failed")
+                return
+            next_ping = now + ping_interval
+        await trio.sleep_until(min(idle_deadline, next_ping))

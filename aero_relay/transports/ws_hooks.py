@@ -529,6 +529,9 @@ def install() -> None:
         try:
             orig_extend(self, event)
         except too_large_error:
+            # hypercorn sends Close 1009 but keeps the partial message; a later text frame would
+            # then be written into that BytesIO (TypeError, which escaped and ended the server).
+            self.clear()
             ctl = getattr(self, "_aero_ctl", None)
             if ctl is not None:
                 ctl.too_large = True

@@ -123,7 +123,7 @@ def relay() -> Iterator[RelayThread]:
     finally:
         for log in loggers:
             log.removeHandler(errors)
-    assert [rec.getMessage() for rec in errors.records] == []
+    assert [(rec.getMessage(), dict(getattr(rec, "aero_fields", ()))) for rec in errors.records] == []
 
 
 async def healthy(r: RelayThread) -> None:

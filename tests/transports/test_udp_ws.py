@@ -361,3 +361,34 @@ async def test_cross_origin_upgrade_forbidden(start_relay: StartRelay) -> None:
 
 def _unused(_: RunningRelay, __: Closed, ___: struct.Struct) -> None:  # keep imports honest for mypy
     return None
+
+
+async def test_text_right_after_an_oversized_frame_is_handled(start_relay: StartRelay) -> None:
+    """Regression: hypercorn kept the oversized message's BytesIO after sending 1009, and a text frame
+    in the same read was written into it (TypeError in the connection task, fatal before the fix)."""
+    import logging
+
+    from wsproto.events import BytesMessage, TextMessage
+
+    failures: list[logging.LogRecord] = []
+
+    class Capture(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "connection handler failed":
+                failures.append(record)
+
+    handler = Capture()
+    logging.getLogger("aero_relay").addHandler(handler)
+    try:
+        relay = await start_relay({"MAX_DATAGRAM_PAYLOAD_BYTES": "100"})
+        async with connect(relay.host_port, "/udp") as ws:
+            await ready(ws)
+            data = ws.conn.send(BytesMessage(data=b"x" * 300)) + ws.conn.send(TextMessage(data="hello"))
+            await ws.stream.send_all(data)
+            closed = await ws.expect_close()
+        assert closed.code == 1009
+        async with connect(relay.host_port, "/udp") as again:
+            await ready(again)
+    finally:
+        logging.getLogger("aero_relay").removeHandler(handler)
+    assert failures == []
