@@ -228,7 +228,10 @@ _flag_ids = [v.env for v in FLAG_VARS]
 
 
 # Settings this project adds beyond the original's 72 env vars / 62 flags (scale-out, issue 8).
-EXTENSION_ENV_VARS = {"SESSION_REGISTRY_URL": "session-registry-url", "SESSION_LEASE_TTL": "session-lease-ttl"}
+EXTENSION_ENV_VARS = {
+    "SESSION_REGISTRY_URL": "session-registry-url",
+    "SESSION_LEASE_TTL": "session-lease-ttl",
+}
 
 
 def test_there_are_72_env_vars_of_which_8_are_policy_vars() -> None:
