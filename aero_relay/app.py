@@ -31,6 +31,15 @@ def create_quart_app(ctx: RelayContext) -> QuartTrio:
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.config["JSON_SORT_KEYS"] = False
 
+    if ctx.worker_header is not None:
+        worker = ctx.worker_header
+
+        @app.after_request
+        async def tag_worker(resp: Response) -> Response:
+            # Dev-only debugging aid for `--workers N`: which worker process answered.
+            resp.headers["X-Aero-Relay-Worker"] = worker
+            return resp
+
     @app.errorhandler(NotFound)
     async def not_found(_err: NotFound) -> Response:
         return text_response("404 page not found\n", 404)  # F-012: Go's stdlib text

@@ -56,12 +56,27 @@ def _serve(cfg: Config) -> int:
     except RuntimeError as err:
         log.error("failed to configure webrtc", err=str(err))
         return 2
+    if cfg.workers > 1:
+        return _serve_workers(cfg, log)
     server = RelayServer(cfg, handle_signals=True)
     try:
         trio.run(server.run)
     except BaseException as exc:  # map every outcome (incl. KeyboardInterrupt) to an exit code
-        return _exit_code(exc, log)
+        return exit_code_for(exc, log)
     return 0
+
+
+def _serve_workers(cfg: Config, log: StructLogger) -> int:
+    # The parent binds once and forks the workers before any Trio loop exists (aero_relay.workers).
+    from aero_relay.server import ListenError, bind_listener
+    from aero_relay.workers import run_workers
+
+    try:
+        sockets = bind_listener(cfg)
+    except ListenError:
+        return 1  # already logged as "failed to listen"
+    bound = ", ".join(f"{s.getsockname()[0]}:{s.getsockname()[1]}" for s in sockets.insecure_sockets)
+    return run_workers(cfg, sockets, bound)
 
 
 def _leaves(exc: BaseException) -> list[BaseException]:
@@ -70,7 +85,8 @@ def _leaves(exc: BaseException) -> list[BaseException]:
     return [exc]
 
 
-def _exit_code(exc: BaseException, log: StructLogger) -> int:
+def exit_code_for(exc: BaseException, log: StructLogger) -> int:
+    """The exit code for how `trio.run(server.run)` ended (F-002)."""
     from aero_relay.server import ListenError
 
     leaves = _leaves(exc)

@@ -214,6 +214,9 @@ SETTINGS: tuple[Setting, ...] = (
     _s("session_lease_ttl", "SESSION_LEASE_TTL", "session-lease-ttl", "duration", 15.0,
        "shared registry lease TTL, renewed every TTL/3: a crashed process's sessions free their sid "
        "and slot within this"),
+    _s("workers", "AERO_RELAY_WORKERS", "workers", "int", 1,
+       "worker processes sharing the HTTP port (> 1 needs SESSION_REGISTRY_URL; the ICE UDP port range "
+       "is split between them, >= 100 ports each)"),
     _s("max_udp_pps_per_session", "MAX_UDP_PPS_PER_SESSION", "max-udp-pps-per-session", "int", 0,
        "outbound UDP packets/s per session (0 = unlimited)"),
     _s("max_udp_bps_per_session", "MAX_UDP_BPS_PER_SESSION", "max-udp-bps-per-session", "int", 0,
@@ -398,6 +401,7 @@ class Config:
     session_prealloc_ttl: float
     session_registry_url: str = attrs.field(repr=False)  # may hold a password
     session_lease_ttl: float
+    workers: int
     max_udp_pps_per_session: int
     max_udp_bps_per_session: int
     max_udp_pps_per_dest: int
@@ -1005,6 +1009,14 @@ def load(env: Mapping[str, str], argv: Sequence[str] = ()) -> Config:
                 "(expected redis://[user:password@]host[:port][/db] or unix:///path[?db=N])"
             ) from None
 
+    workers = gi("workers")
+    _positive("workers", workers)
+    if workers > 1 and not registry_url:
+        raise ConfigError(
+            f"AERO_RELAY_WORKERS/--workers {workers} requires SESSION_REGISTRY_URL/--session-registry-url "
+            "(workers share sids, quotas and reservations through the shared registry)"
+        )
+
     api_key = gs("api_key")
     jwt_secret = gs("jwt_secret")
     if auth_mode == "api_key" and go_trim_space(api_key) == "":
@@ -1073,6 +1085,12 @@ def load(env: Mapping[str, str], argv: Sequence[str] = ()) -> Config:
             raise ConfigError(
                 f"WebRTC UDP port range is too small: {size} ports (min {MIN_WEBRTC_PORT_RANGE} recommended) "
                 "(WEBRTC_UDP_PORT_MIN/MAX)"
+            )
+        if size // workers < MIN_WEBRTC_PORT_RANGE:
+            raise ConfigError(
+                f"WebRTC UDP port range is too small for {workers} workers: {size} ports gives "
+                f"{size // workers} per worker (min {MIN_WEBRTC_PORT_RANGE} each) (WEBRTC_UDP_PORT_MIN/MAX, "
+                "AERO_RELAY_WORKERS)"
             )
 
     listen_ip_raw = gs("webrtc_udp_listen_ip")
@@ -1192,6 +1210,7 @@ def load(env: Mapping[str, str], argv: Sequence[str] = ()) -> Config:
         session_prealloc_ttl=gd("session_prealloc_ttl"),
         session_registry_url=registry_url,
         session_lease_ttl=gd("session_lease_ttl"),
+        workers=workers,
         max_udp_pps_per_session=gi("max_udp_pps_per_session"),
         max_udp_bps_per_session=gi("max_udp_bps_per_session"),
         max_udp_pps_per_dest=gi("max_udp_pps_per_dest"),

@@ -14,7 +14,7 @@ from aero_relay.buildinfo import BuildInfo
 from aero_relay.config import Config
 from aero_relay.core.auth import Authenticator
 from aero_relay.core.origin import OriginPolicy
-from aero_relay.observability.metrics import Metrics
+from aero_relay.observability.metrics import CounterSource, Metrics
 from aero_relay.relay.manager import SessionRegistry
 
 if TYPE_CHECKING:
@@ -42,6 +42,10 @@ class RelayContext:
     # plain HTTP requests (POST /offer, /webrtc/offer), which outlive their request.
     bridge: Bridge | None = None
     session_nursery: trio.Nursery | None = None
+    # Multi-worker mode (`--workers N`): what /metrics renders (the sum over workers; None =
+    # `metrics`), and the value of the dev-only `X-Aero-Relay-Worker` response header (None = none).
+    metrics_view: CounterSource | None = None
+    worker_header: str | None = None
 
     def __attrs_post_init__(self) -> None:
         cfg = self.config

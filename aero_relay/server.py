@@ -9,14 +9,19 @@ up to AERO_WEBRTC_UDP_RELAY_SHUTDOWN_TIMEOUT for connections to finish.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import time
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import trio
 from hypercorn.config import Config as HyperConfig
 from hypercorn.trio.run import worker_serve
 from hypercorn.utils import wrap_app
+
+if TYPE_CHECKING:
+    from hypercorn.config import Sockets
 
 from aero_relay.app import create_app
 from aero_relay.buildinfo import BuildInfo, load_build_info
@@ -28,8 +33,9 @@ from aero_relay.relay.manager import SessionRegistry
 from aero_relay.relay.redis_registry import registry_from_config
 from aero_relay.startup_warnings import startup_warnings
 from aero_relay.webrtc.bridge import open_bridge
+from aero_relay.workers import AggregatedCounters, WorkerInfo
 
-__all__ = ["ListenError", "RelayServer"]
+__all__ = ["ListenError", "RelayServer", "bind_listener"]
 
 _log = get_logger("aero_relay")
 
@@ -53,6 +59,19 @@ def _hypercorn_config(cfg: Config) -> HyperConfig:
     return hc
 
 
+def bind_listener(cfg: Config) -> Sockets:
+    """Bind and listen on LISTEN_ADDR; a failure is logged and raised as `ListenError` (exit 1, F-002)."""
+    hc = _hypercorn_config(cfg)
+    try:
+        sockets = hc.create_sockets()
+        for sock in sockets.insecure_sockets:
+            sock.listen(hc.backlog)
+    except OSError as err:
+        _log.error("failed to listen", err=str(err), addr=cfg.listen_addr)
+        raise ListenError(str(err)) from err
+    return sockets
+
+
 class RelayServer:
     """One relay process. `run()` serves until shutdown is requested, then returns."""
 
@@ -65,6 +84,8 @@ class RelayServer:
         build: BuildInfo | None = None,
         unix_now: Callable[[], float] = time.time,
         handle_signals: bool = False,
+        worker: WorkerInfo | None = None,
+        sockets: Sockets | None = None,
     ) -> None:
         self.config = cfg
         self.metrics = metrics or Metrics()
@@ -77,6 +98,13 @@ class RelayServer:
             unix_now=unix_now,
         )
         self._handle_signals = handle_signals
+        self._sockets = sockets  # pre-bound by the `--workers` parent, shared by every worker
+        self._aggregate: AggregatedCounters | None = None
+        if worker is not None:
+            self._aggregate = AggregatedCounters(self.metrics, worker.metrics_dir, os.getpid())
+            self.ctx.metrics_view = self._aggregate
+            if cfg.mode == "dev":
+                self.ctx.worker_header = f"{worker.index} pid={os.getpid()}"
         self._shutdown = trio.Event()
         self.bound: list[str] = []
 
@@ -113,6 +141,8 @@ class RelayServer:
 
     async def _watch_signals(self) -> None:
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            # A `--workers` child starts with both blocked (aero_relay.workers); no-op otherwise.
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
             async for _ in signals:
                 _log.info("shutdown signal received")
                 self.request_shutdown()
@@ -128,13 +158,7 @@ class RelayServer:
 
         hypercorn_done = trio.Event()
         # Bind before serving so a listen failure is a plain OSError here (exit 1, F-002).
-        try:
-            sockets = hc.create_sockets()
-            for sock in sockets.insecure_sockets:
-                sock.listen(hc.backlog)
-        except OSError as err:
-            _log.error("failed to listen", err=str(err), addr=self.config.listen_addr)
-            raise ListenError(str(err)) from err
+        sockets = self._sockets if self._sockets is not None else bind_listener(self.config)
 
         async def run_hypercorn(task_status: trio.TaskStatus[list[str]]) -> None:
             try:
@@ -155,6 +179,8 @@ class RelayServer:
             if self._handle_signals:
                 nursery.start_soon(self._watch_signals)
             await nursery.start(self.ctx.registry.run)
+            if self._aggregate is not None:
+                nursery.start_soon(self._aggregate.run_flusher)
             self.bound = await nursery.start(run_hypercorn)
             self.ctx.ready = True
             _log.info("http server serving", addr=", ".join(self.bound))

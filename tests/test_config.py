@@ -231,6 +231,7 @@ _flag_ids = [v.env for v in FLAG_VARS]
 EXTENSION_ENV_VARS = {
     "SESSION_REGISTRY_URL": "session-registry-url",
     "SESSION_LEASE_TTL": "session-lease-ttl",
+    "AERO_RELAY_WORKERS": "workers",
 }
 
 

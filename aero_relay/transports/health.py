@@ -32,4 +32,4 @@ def register(app: Quart, ctx: RelayContext) -> None:
     @app.get("/metrics", provide_automatic_options=False)
     async def metrics() -> Response:
         # F-203: unauthenticated, like the original; the origin middleware still applies.
-        return Response(render_all(ctx.metrics), status=200, content_type=CONTENT_TYPE)
+        return Response(render_all(ctx.metrics_view or ctx.metrics), status=200, content_type=CONTENT_TYPE)
