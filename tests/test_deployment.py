@@ -34,6 +34,7 @@ from aero_relay.config import POLICY_ENV_VARS, SETTINGS, Config, load, split_lis
 from aero_relay.core import gofmt
 from aero_relay.reference import rewrite_blocks
 from aero_relay.startup_warnings import startup_warnings
+from aero_relay.workers import port_slice
 
 ROOT = Path(__file__).resolve().parents[1]
 K8S_DIR = ROOT / "ops" / "kubernetes"
@@ -792,6 +793,200 @@ def test_k8s_max_sessions_fit_the_ice_port_range() -> None:
 def test_k8s_destination_policy_is_dns_only(ip: str, port: int, allowed: bool) -> None:
     policy = _k8s_config().policy
     assert (policy.check(socket.inet_aton(ip), port) is None) == allowed
+
+
+# === Kubernetes: several replicas with Redis (ops/kubernetes/replicas/) ===========================
+
+REPLICAS_DIR = K8S_DIR / "replicas"
+
+
+def replica_documents() -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path.name, doc)
+        for path in sorted(REPLICAS_DIR.glob("*.yaml"))
+        for doc in yaml.safe_load_all(path.read_text())
+        if doc is not None
+    ]
+
+
+def replica_doc(kind: str, component: str) -> dict[str, Any]:
+    found = [
+        doc
+        for _, doc in replica_documents()
+        if doc["kind"] == kind and doc["metadata"]["labels"]["app.kubernetes.io/component"] == component
+    ]
+    assert len(found) == 1, f"expected one {kind} for {component}"
+    return found[0]
+
+
+def replica_relay_pod() -> dict[str, Any]:
+    pod: dict[str, Any] = replica_doc("Deployment", "relay")["spec"]["template"]["spec"]
+    return pod
+
+
+def replica_relay_container() -> dict[str, Any]:
+    (container,) = replica_relay_pod()["containers"]
+    assert isinstance(container, dict)
+    return container
+
+
+def replica_relay_env(host_ip: str = "198.51.100.7") -> dict[str, str]:
+    """What a replica's relay sees: image ENV < the base ConfigMap < Secret < container env."""
+    refs = replica_relay_container()["envFrom"]
+    assert {"configMapRef": {"name": k8s_kind("ConfigMap")["metadata"]["name"]}} in refs
+    assert {"secretRef": {"name": k8s_kind("Secret")["metadata"]["name"]}} in refs
+    env = image_env()
+    env.update(k8s_kind("ConfigMap")["data"])
+    env.update(k8s_kind("Secret")["stringData"])
+    for item in replica_relay_container()["env"]:
+        if "value" in item:
+            env[item["name"]] = item["value"]
+        else:
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+            env[item["name"]] = host_ip
+    return env
+
+
+@pytest.mark.parametrize("version", K8S_VERSIONS)
+@pytest.mark.parametrize(
+    ("name", "doc"), replica_documents(), ids=[f"{n}:{d['kind']}" for n, d in replica_documents()]
+)
+def test_replica_manifest_validates_against_the_kubernetes_schema(
+    name: str, doc: dict[str, Any], version: str
+) -> None:
+    kubernetes_validate.validate(doc, version, strict=True)
+
+
+def test_replica_manifests_hold_redis_and_the_relay_variant() -> None:
+    kinds = sorted(
+        (d["kind"], d["metadata"]["labels"]["app.kubernetes.io/component"]) for _, d in replica_documents()
+    )
+    assert kinds == [
+        ("Deployment", "registry"),
+        ("Deployment", "relay"),
+        ("NetworkPolicy", "registry"),
+        ("Service", "registry"),
+    ]
+    # The variant replaces ../deployment.yaml: same name, same pod labels (Service, PDB).
+    base, variant = k8s_kind("Deployment"), replica_doc("Deployment", "relay")
+    assert variant["metadata"]["name"] == base["metadata"]["name"]
+    assert variant["spec"]["template"]["metadata"]["labels"] == base["spec"]["template"]["metadata"]["labels"]
+
+
+def test_every_replica_uses_the_redis_service_as_its_session_registry() -> None:
+    env = replica_relay_env()
+    service = replica_doc("Service", "registry")
+    (port,) = service["spec"]["ports"]
+    assert env["SESSION_REGISTRY_URL"] == f"redis://{service['metadata']['name']}:{port['port']}/0"
+    cfg = load(env)
+    assert cfg.session_registry_url == env["SESSION_REGISTRY_URL"]
+    assert replica_doc("Deployment", "relay")["spec"]["replicas"] >= 2
+
+
+def test_redis_service_selects_only_the_redis_pods() -> None:
+    redis_labels = replica_doc("Deployment", "registry")["spec"]["template"]["metadata"]["labels"]
+    relay_labels = replica_doc("Deployment", "relay")["spec"]["template"]["metadata"]["labels"]
+    selector = replica_doc("Service", "registry")["spec"]["selector"]
+    assert selector.items() <= redis_labels.items() and not selector.items() <= relay_labels.items()
+    # ... and the base relay Service and PDB do not pick up the Redis pod.
+    assert not k8s_kind("Service")["spec"]["selector"].items() <= redis_labels.items()
+    assert (
+        not k8s_kind("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= redis_labels.items()
+    )
+    (container,) = replica_doc("Deployment", "registry")["spec"]["template"]["spec"]["containers"]
+    assert named_port(container, replica_doc("Service", "registry")["spec"]["ports"][0]["targetPort"]) == 6379
+
+
+def test_only_relay_pods_may_reach_redis() -> None:
+    policy = replica_doc("NetworkPolicy", "registry")["spec"]
+    redis_labels = replica_doc("Deployment", "registry")["spec"]["template"]["metadata"]["labels"]
+    relay_labels = replica_doc("Deployment", "relay")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= redis_labels.items()
+    (rule,) = policy["ingress"]
+    (peer,) = rule["from"]
+    assert peer["podSelector"]["matchLabels"].items() <= relay_labels.items()
+
+
+def test_redis_keeps_no_persistence() -> None:
+    """Leases live SESSION_LEASE_TTL and are re-claimed: no RDB snapshots, no AOF."""
+    (container,) = replica_doc("Deployment", "registry")["spec"]["template"]["spec"]["containers"]
+    args = container["args"]
+    assert args[args.index("--save") + 1] == "" and args[args.index("--appendonly") + 1] == "no"
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_each_replica_runs_several_workers_with_port_slices_of_at_least_100() -> None:
+    cfg = load(replica_relay_env())
+    assert cfg.workers == int(replica_relay_env()["AERO_RELAY_WORKERS"]) >= 2
+    slices = [
+        port_slice(cfg.webrtc_udp_port_min, cfg.webrtc_udp_port_max, i, cfg.workers)
+        for i in range(cfg.workers)
+    ]
+    assert all(last - first + 1 >= 100 for first, last in slices)
+    # Together the slices cover the range exactly once.
+    covered = [p for first, last in slices for p in range(first, last + 1)]
+    assert covered == list(range(cfg.webrtc_udp_port_min, cfg.webrtc_udp_port_max + 1))
+
+
+def test_replica_host_ports_are_exactly_the_configured_ice_range() -> None:
+    env = replica_relay_env()
+    configured = list(range(int(env["WEBRTC_UDP_PORT_MIN"]), int(env["WEBRTC_UDP_PORT_MAX"]) + 1))
+    udp = [p for p in replica_relay_container()["ports"] if p["protocol"] == "UDP"]
+    assert [p["containerPort"] for p in udp] == configured
+    assert all(p["hostPort"] == p["containerPort"] for p in udp)
+
+
+def test_replicas_advertise_their_node_address() -> None:
+    (item,) = [e for e in replica_relay_container()["env"] if e["name"] == "WEBRTC_NAT_1TO1_IPS"]
+    assert item["valueFrom"]["fieldRef"]["fieldPath"] == "status.hostIP"
+    assert load(replica_relay_env("203.0.113.9")).webrtc_nat_1to1_ips == ("203.0.113.9",)
+
+
+def test_replicas_run_one_pod_per_node() -> None:
+    """Each pod owns its node's ICE hostPorts: required anti-affinity on the hostname, no surge."""
+    deployment = replica_doc("Deployment", "relay")
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    (term,) = replica_relay_pod()["affinity"]["podAntiAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"].items() <= labels.items()
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxSurge"] == 0
+    assert not replica_relay_pod().get("hostNetwork", False)
+
+
+def test_replica_max_sessions_fit_all_replicas_ice_ports() -> None:
+    """MAX_SESSIONS is global with a shared registry: at most one ICE port per session overall."""
+    cfg = load(replica_relay_env())
+    replicas = replica_doc("Deployment", "relay")["spec"]["replicas"]
+    per_pod = cfg.webrtc_udp_port_max - cfg.webrtc_udp_port_min + 1
+    assert 0 < cfg.max_sessions <= replicas * per_pod
+
+
+def test_replica_env_is_known_settings_and_loads_without_startup_warnings() -> None:
+    names = {e["name"] for e in replica_relay_container()["env"]}
+    assert names <= KNOWN_ENV, names - KNOWN_ENV
+    cfg = load(replica_relay_env())
+    assert cfg.is_prod and cfg.ice.error == ""
+    assert [w.code for w in startup_warnings(cfg)] == []
+
+
+def test_k8s_readme_documents_every_replica_file() -> None:
+    text = (K8S_DIR / "README.md").read_text()
+    assert "\n## Several replicas with Redis" in text
+    for path in sorted(REPLICAS_DIR.glob("*.yaml")):
+        assert f"`replicas/{path.name}`" in text
+    for name in re.findall(r"`replicas/([a-z-]+\.yaml)`", text):
+        assert (REPLICAS_DIR / name).is_file(), name
+
+
+def test_replica_termination_grace_period_exceeds_pre_stop_plus_shutdown_timeout() -> None:
+    """F-005, as for the single-replica Deployment."""
+    cfg = load(replica_relay_env())
+    assert (
+        replica_relay_pod()["terminationGracePeriodSeconds"]
+        > _pre_stop_seconds(replica_relay_container()) + cfg.shutdown_timeout + 1
+    )
 
 
 # === docs =========================================================================================

@@ -40,7 +40,11 @@ import attrs
 import trio
 import trio_asyncio
 
+from aero_relay.observability.logging import get_logger
+
 __all__ = ["Bridge", "close_peer", "forward_to_trio", "open_bridge", "run_aio"]
+
+_log = get_logger("aero_relay.webrtc")
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -68,10 +72,27 @@ class Bridge:
         return {t for t in asyncio.all_tasks(self.loop) if not t.done()}
 
 
+def _contain_loop_error(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    """Log an unretrieved asyncio error instead of re-raising it.
+
+    trio-asyncio's default handler re-raises into `open_bridge()`, so one aiortc background task
+    failing for one peer (e.g. `_data_channel_flush` after the client's ICE consent expired:
+    "Cannot send data, not connected") would end the whole server. The session concerned notices
+    the dead transport through its own state events.
+    """
+    exc = context.get("exception")
+    _log.warn(
+        "webrtc background task error",
+        detail=str(context.get("message", "")),
+        err=repr(exc) if exc is not None else "",
+    )
+
+
 @asynccontextmanager
 async def open_bridge() -> AsyncIterator[Bridge]:
     """Open the loop for the lifetime of the block; on exit, asyncio tasks are cancelled."""
     async with trio_asyncio.open_loop() as loop:
+        loop.set_exception_handler(_contain_loop_error)
         yield Bridge(loop)
 
 
